@@ -1,0 +1,34 @@
+# One entry point per chore, for people and CI alike.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+PG_ADMIN_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+.PHONY: install check test test-sqlite test-postgresql demo bench clean
+
+install: $(STAMP)
+
+# Rebuilt when missing or when the pinned dependencies change.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+check: $(STAMP)
+	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+
+test: check
+	VOICEMON_TEST_DB=sqlite $(BIN)/pytest -q -p no:cacheprovider
+	VOICEMON_TEST_DB=postgresql VOICEMON_TEST_PG_ADMIN_URL=$(PG_ADMIN_URL) $(BIN)/pytest -q -p no:cacheprovider
+
+demo: $(STAMP)
+	PORT=$(PORT) $(BIN)/voicemon demo --port $(PORT)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

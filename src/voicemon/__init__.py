@@ -1,0 +1,3 @@
+"""voicemon: observability and operations for multi-tenant AI voice-note pipelines."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,74 @@
+"""Domain values to reply dicts: RFC 3339 UTC times, dollars from nano-dollars, enums as strings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from voicemon.domain.artifacts import ArtifactState
+from voicemon.domain.events import nusd_to_usd
+from voicemon.domain.timeutil import format_time
+from voicemon.service.queries import Realtime
+from voicemon.storage.events import StoredEvent
+
+
+def _time(ms: int | None) -> str | None:
+    return format_time(ms) if ms is not None else None
+
+
+def event_out(stored: StoredEvent) -> dict[str, Any]:
+    e = stored.event
+    return {
+        "event_id": e.event_id,
+        "event_type": e.event_type.value,
+        "artifact_id": e.artifact_id,
+        "organization_id": e.organization_id,
+        "voice_note_id": e.voice_note_id,
+        "coach_user_id": e.coach_user_id,
+        "pipeline_stage": e.pipeline_stage.value if e.pipeline_stage else None,
+        "timestamp": format_time(e.timestamp_ms),
+        "received_at": format_time(e.received_ms),
+        "stage_started_at": _time(e.stage_started_at_ms),
+        "stage_completed_at": _time(e.stage_completed_at_ms),
+        "duration_ms": e.duration_ms,
+        "previous_status": e.previous_status.value if e.previous_status else None,
+        "new_status": e.new_status.value if e.new_status else None,
+        "error_message": e.error_message,
+        "error_code": e.error_code,
+        "metadata": dict(e.metadata) if e.metadata is not None else None,
+    }
+
+
+def artifact_out(s: ArtifactState, stuck: bool) -> dict[str, Any]:
+    return {
+        "artifact_id": s.artifact_id,
+        "organization_id": s.organization_id,
+        "voice_note_id": s.voice_note_id,
+        "coach_user_id": s.coach_user_id,
+        "source_channel": s.source_channel,
+        "status": s.status.value,
+        "stuck": stuck,
+        "current_stage": s.current_stage.value if s.current_stage else None,
+        "failed_stage": s.failed_stage.value if s.failed_stage else None,
+        "last_error_code": s.last_error_code,
+        "last_error_message": s.last_error_message,
+        "received_at": _time(s.received_at_ms),
+        "completed_at": _time(s.completed_at_ms),
+        "last_event_at": format_time(s.last_event_at_ms),
+        "event_count": s.event_count,
+        "retry_count": s.retry_count,
+        "total_ai_cost_usd": nusd_to_usd(s.total_cost_nusd),
+    }
+
+
+def realtime_out(r: Realtime) -> dict[str, Any]:
+    counts: dict[str, Any] = {k: v for k, v in r.counts.items() if k != "ai_cost_nusd"}
+    counts["ai_cost_usd"] = nusd_to_usd(r.counts["ai_cost_nusd"])
+    body: dict[str, Any] = {
+        "window_start": format_time(r.window_start_ms),
+        "window_end": format_time(r.window_end_ms),
+        "counts": counts,
+        "failure_rate": r.failure_rate,
+    }
+    if r.organization_id is not None:
+        body["organization_id"] = r.organization_id
+    return body

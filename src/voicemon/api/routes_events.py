@@ -1,0 +1,133 @@
+"""``/v1/events``: ingestion (SPEC 3.5) and the event list."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from voicemon.api.deps import PrincipalDep, ServicesDep
+from voicemon.api.params import LimitQuery, parse_time_param
+from voicemon.api.render import event_out
+from voicemon.api.schemas import ErrorReply, EventBatchIn, EventIn, EventPage, IngestReply
+from voicemon.domain.access import Role, require_role
+from voicemon.domain.model import EventType, Stage
+from voicemon.errors import VoicemonError
+from voicemon.service.ingest import MAX_BATCH_EVENTS
+from voicemon.storage.events import EventFilter
+
+MAX_BODY_BYTES = 5 * 1024 * 1024
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+
+class PayloadTooLarge(VoicemonError):
+    code = "payload_too_large"
+
+
+class BadRequest(VoicemonError):
+    code = "bad_request"
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the body is over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _items(body: bytes) -> list[Any]:
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    if isinstance(decoded, dict) and set(decoded) == {"events"}:
+        batch = decoded["events"]
+        if not isinstance(batch, list):
+            raise BadRequest("events must be a list of event objects", code="invalid_batch")
+        if len(batch) > MAX_BATCH_EVENTS:
+            raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_EVENTS} events", code="batch_too_large")
+        return batch
+    if isinstance(decoded, dict):
+        return [decoded]
+    raise BadRequest('the body must be one event object or {"events": [...]}', code="invalid_body")
+
+
+@router.post(
+    "",
+    response_model=IngestReply,
+    responses={400: {"model": ErrorReply}, 413: {"model": ErrorReply}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/EventIn"},
+                            {"$ref": "#/components/schemas/EventBatchIn"},
+                        ]
+                    }
+                }
+            },
+        }
+    },
+    summary="Ingest one event or a batch of up to 1000",
+)
+async def post_events(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
+    """Each item is validated on its own. The reply comes after the accepted events are committed."""
+    require_role(principal, Role.INGEST, Role.STAFF)
+    items = _items(await _read_body(request))
+    result = await services.ingest(items, principal)
+    body = {
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "rejected": [
+            {
+                "index": r.index,
+                "event_id": r.event_id,
+                "errors": [{"field": e.field, "code": e.code, "message": e.message} for e in r.errors],
+            }
+            for r in result.rejected
+        ],
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("", response_model=EventPage, summary="List events, newest first")
+def get_events(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    limit: LimitQuery = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    event_type: EventType | None = None,
+    pipeline_stage: Stage | None = None,
+    organization_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    artifact_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    start: Annotated[str | None, Query(description="inclusive; RFC 3339 or epoch ms")] = None,
+    end: Annotated[str | None, Query(description="exclusive; RFC 3339 or epoch ms")] = None,
+) -> dict[str, Any]:
+    require_role(principal, Role.VIEWER, Role.STAFF)
+    f = EventFilter(
+        event_type=event_type.value if event_type else None,
+        pipeline_stage=pipeline_stage.value if pipeline_stage else None,
+        organization_id=organization_id,
+        artifact_id=artifact_id,
+        start_ms=parse_time_param("start", start),
+        end_ms=parse_time_param("end", end),
+    )
+    page = services.queries.list_events(principal, f, cursor, limit)
+    return {"items": [event_out(e) for e in page.items], "next_cursor": page.next_cursor}
+
+
+# Referenced from the request body above so that they appear in the OpenAPI components.
+SCHEMA_MODELS = (EventIn, EventBatchIn)

@@ -1,0 +1,163 @@
+"""Request and reply models: they make the OpenAPI document tell the truth about every endpoint."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voicemon.domain.events import MAX_DURATION_MS, MAX_ERROR_MESSAGE_CHARS, MAX_ID_CHARS
+from voicemon.domain.model import EventType, Stage, Status
+
+TimeIn = str | int
+TIME_DESCRIPTION = "RFC 3339 with an offset (2026-11-28T13:05:00Z) or integer epoch milliseconds"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventIn(Strict):
+    """One event as the pipeline sends it (SPEC 3.1). Validated item by item; see ``rejected``."""
+
+    event_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    event_type: EventType
+    artifact_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    organization_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    voice_note_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    coach_user_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    pipeline_stage: Stage | None = None
+    timestamp: TimeIn | None = Field(None, description=TIME_DESCRIPTION)
+    stage_started_at: TimeIn | None = Field(None, description=TIME_DESCRIPTION)
+    stage_completed_at: TimeIn | None = Field(None, description=TIME_DESCRIPTION)
+    duration_ms: float | None = Field(None, ge=0, lt=MAX_DURATION_MS)
+    previous_status: Status | None = None
+    new_status: Status | None = None
+    error_message: str | None = Field(None, min_length=1, max_length=MAX_ERROR_MESSAGE_CHARS)
+    error_code: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    metadata: dict[str, Any] | None = None
+
+
+class EventBatchIn(Strict):
+    events: list[EventIn] = Field(..., max_length=1000)
+
+
+class FieldErrorOut(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class RejectedOut(BaseModel):
+    index: int
+    event_id: str | None
+    errors: list[FieldErrorOut]
+
+
+class IngestReply(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[RejectedOut]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorReply(BaseModel):
+    error: ErrorBody
+
+
+class EventOut(BaseModel):
+    event_id: str
+    event_type: EventType
+    artifact_id: str | None
+    organization_id: str | None
+    voice_note_id: str | None
+    coach_user_id: str | None
+    pipeline_stage: Stage | None
+    timestamp: str
+    received_at: str
+    stage_started_at: str | None
+    stage_completed_at: str | None
+    duration_ms: float | None
+    previous_status: Status | None
+    new_status: Status | None
+    error_message: str | None
+    error_code: str | None
+    metadata: dict[str, Any] | None
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+class ArtifactOut(BaseModel):
+    artifact_id: str
+    organization_id: str | None
+    voice_note_id: str | None
+    coach_user_id: str | None
+    source_channel: str | None
+    status: Status
+    stuck: bool
+    current_stage: Stage | None
+    failed_stage: Stage | None
+    last_error_code: str | None
+    last_error_message: str | None
+    received_at: str | None
+    completed_at: str | None
+    last_event_at: str
+    event_count: int
+    retry_count: int
+    total_ai_cost_usd: float
+
+
+class ArtifactPage(BaseModel):
+    items: list[ArtifactOut]
+    next_cursor: str | None
+
+
+class ArtifactDetailOut(ArtifactOut):
+    timeline: list[EventOut]
+    retries: list[dict[str, Any]]
+
+
+class RealtimeCounts(BaseModel):
+    artifacts_received: int
+    artifacts_completed: int
+    artifacts_failed: int
+    transcriptions_completed: int
+    claims_extracted: int
+    entities_resolved: int
+    drafts_generated: int
+    failures: int
+    ai_cost_usd: float
+
+
+class RealtimeOut(BaseModel):
+    window_start: str
+    window_end: str
+    organization_id: str | None = Field(None, description="absent for the platform-wide window")
+    counts: RealtimeCounts
+    failure_rate: float
+
+
+class OrgIn(Strict):
+    name: str = Field(..., min_length=1, max_length=200)
+
+
+class OrgOut(BaseModel):
+    organization_id: str
+    name: str
+    updated_at: str
+
+
+class OrgList(BaseModel):
+    items: list[OrgOut]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unreachable"]

@@ -1,0 +1,1 @@
+"""Pure domain code: no I/O. Event rules, artifact state, counters, time, access."""

@@ -1,0 +1,38 @@
+"""Opaque list cursors: the sort key of the last row a page returned, base64url-encoded JSON."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TypeVar
+
+import orjson
+
+from voicemon.errors import ValidationError
+
+K = TypeVar("K", int, str)
+
+
+def encode_cursor(kind: str, key: tuple[int, int | str]) -> str:
+    raw = orjson.dumps([kind, *key])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: str, second: type[K]) -> tuple[int, K]:
+    """The (time, tie-breaker) key inside ``cursor``; :class:`ValidationError` if it is not one of ours."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeError):
+        value = None
+    if (
+        isinstance(value, list)
+        and len(value) == 3
+        and value[0] == kind
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+        and isinstance(value[2], second)
+        and not isinstance(value[2], bool)
+    ):
+        return value[1], value[2]
+    raise ValidationError("is not a cursor this list returned", code="invalid_cursor", field="cursor")

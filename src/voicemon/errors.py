@@ -1,0 +1,51 @@
+"""The one exception tree of voicemon.
+
+    VoicemonError
+    ├── ValidationError        bad input; names the field and the rule (HTTP 422)
+    ├── NotFoundError          no such thing, or not visible to the caller (HTTP 404)
+    ├── AuthError              missing or unknown API key (HTTP 401)
+    ├── ForbiddenError         role or organization scope refuses it (HTTP 403)
+    ├── ConflictError          the state does not allow it (HTTP 409)
+    └── StorageError           the database failed; wraps the driver error (HTTP 503)
+
+The API maps these to HTTP in one handler; every other layer raises them and never returns error codes.
+"""
+
+from __future__ import annotations
+
+
+class VoicemonError(Exception):
+    """Root of every error voicemon raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+
+class ValidationError(VoicemonError):
+    code = "invalid"
+
+
+class NotFoundError(VoicemonError):
+    code = "not_found"
+
+
+class AuthError(VoicemonError):
+    code = "unauthorized"
+
+
+class ForbiddenError(VoicemonError):
+    code = "forbidden"
+
+
+class ConflictError(VoicemonError):
+    code = "conflict"
+
+
+class StorageError(VoicemonError):
+    code = "storage_unavailable"

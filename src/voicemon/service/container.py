@@ -1,0 +1,61 @@
+"""The service layer assembled: one object built from Settings, holding every use case and the writer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from voicemon.clock import Clock, SystemClock
+from voicemon.domain.access import Principal, Role, require_role
+from voicemon.service.ingest import IngestResult, validate_items
+from voicemon.service.keys import KeyService
+from voicemon.service.orgs import OrgService
+from voicemon.service.queries import Queries
+from voicemon.service.writer import GroupCommitWriter
+from voicemon.settings import Settings
+from voicemon.storage import Database, migrate
+
+
+class Services:
+    """Build with settings (and, in tests, a clock); ``start`` migrates and starts the writer thread."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None, db: Database | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.db = db or Database(settings.database_url)
+        self.writer = GroupCommitWriter(self.db, self.clock, max_events=settings.writer_max_events)
+        self.queries = Queries(self.db, self.clock, settings.stuck_after_ms)
+        self.keys = KeyService(self.db, self.clock, settings.key_cache_s)
+        self.orgs = OrgService(self.db, self.clock)
+
+    def start(self, *, migrate_schema: bool = True) -> None:
+        if migrate_schema:
+            migrate.upgrade(self.db)
+        self.writer.start()
+
+    def stop(self) -> None:
+        self.writer.stop()
+        self.db.dispose()
+
+    def _prepare(self, items: Sequence[object], principal: Principal) -> tuple[IngestResult, list[object]]:
+        require_role(principal, Role.INGEST, Role.STAFF)
+        valid, rejected = validate_items(
+            items, principal, self.clock.now_ms(), self.settings.event_retention_ms
+        )
+        return IngestResult(rejected=rejected), list(valid)
+
+    async def ingest(self, items: Sequence[object], principal: Principal) -> IngestResult:
+        """Validate and store; returns once the accepted events are committed."""
+        result, valid = self._prepare(items, principal)
+        inserted = await asyncio.wrap_future(self.writer.submit(valid))  # type: ignore[arg-type]
+        result.accepted = len(inserted)
+        result.duplicates = len(valid) - len(inserted)
+        return result
+
+    def ingest_blocking(self, items: Sequence[object], principal: Principal) -> IngestResult:
+        """The same as :meth:`ingest`, for callers without an event loop (CLI, simulator, tests)."""
+        result, valid = self._prepare(items, principal)
+        inserted = self.writer.submit(valid).result()  # type: ignore[arg-type]
+        result.accepted = len(inserted)
+        result.duplicates = len(valid) - len(inserted)
+        return result

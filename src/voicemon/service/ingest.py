@@ -1,0 +1,96 @@
+"""Ingestion (SPEC 3.5): validate each item, then store the new events, their counters and their
+artifacts' summaries in one transaction.
+
+The data path, in order:
+
+1. :func:`validate_items` turns decoded JSON into :class:`Event` values or per-item errors (pure).
+2. :class:`~voicemon.service.writer.GroupCommitWriter` collects the events of concurrent requests.
+3. :func:`store_events` runs inside one write transaction: it drops ids already stored, locks and folds
+   the artifacts, inserts the events, and adds the minute-counter deltas. A fixed number of statements
+   per call, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+
+from voicemon.domain.access import Principal
+from voicemon.domain.artifacts import fold
+from voicemon.domain.counters import bucket_deltas
+from voicemon.domain.events import Event, FieldError, ValidationContext, validate_event
+from voicemon.domain.ids import time_ordered_id
+from voicemon.storage import artifacts as artifact_store
+from voicemon.storage import counters as counter_store
+from voicemon.storage import events as event_store
+
+MAX_BATCH_EVENTS = 1000
+
+
+class ConcurrentInsertError(Exception):
+    """Another writer stored one of these event ids after we checked; the transaction is redone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    event_id: str | None
+    errors: list[FieldError]
+
+
+@dataclass(slots=True)
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def validate_items(
+    items: Sequence[object], principal: Principal, now_ms: int, event_retention_ms: int
+) -> tuple[list[Event], list[Rejection]]:
+    """Validate every item on its own; returns the valid events and a report of the others."""
+    ctx = ValidationContext(
+        now_ms=now_ms,
+        event_retention_ms=event_retention_ms,
+        scope_organization_id=principal.organization_id,
+        new_event_id=time_ordered_id,
+    )
+    valid: list[Event] = []
+    rejected: list[Rejection] = []
+    for index, raw in enumerate(items):
+        outcome = validate_event(raw, ctx)
+        if isinstance(outcome, Event):
+            valid.append(outcome)
+        else:
+            given = raw.get("event_id") if isinstance(raw, dict) else None
+            rejected.append(Rejection(index, given if isinstance(given, str) else None, outcome))
+    return valid, rejected
+
+
+def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[str]:
+    """Store the events not stored before, inside the caller's write transaction.
+
+    Returns the ids that this call stored. The first of several events with one id wins. Raises
+    :class:`ConcurrentInsertError` if another writer stored one of the ids in the meantime; the caller
+    rolls back and calls again.
+    """
+    unique: dict[str, Event] = {}
+    for event in batch:
+        unique.setdefault(event.event_id, event)
+    known = event_store.existing_event_ids(conn, list(unique))
+    fresh = [e for e in unique.values() if e.event_id not in known]
+    if not fresh:
+        return set()
+
+    artifact_ids = {e.artifact_id for e in fresh if e.artifact_id is not None}
+    before = artifact_store.lock_artifacts(conn, sorted(artifact_ids), now_ms)
+    after, timed = fold(fresh, before)
+
+    inserted = event_store.insert_events(conn, timed)
+    if len(inserted) != len(timed):
+        raise ConcurrentInsertError(f"{len(timed) - len(inserted)} event ids were stored concurrently")
+    artifact_store.save_artifacts(conn, [after[i] for i in sorted(artifact_ids)], set(before))
+    counter_store.add_to_buckets(conn, bucket_deltas(timed))
+    return inserted

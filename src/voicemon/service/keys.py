@@ -1,0 +1,102 @@
+"""API keys: creation (the secret is returned once), listing, revocation, and request authentication.
+
+A key reads ``vm_<key_id>_<secret>``. The id finds the row; the secret's SHA-256 is compared in constant
+time. Keys are 160-bit random secrets, so a fast hash is enough (no password stretching needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from dataclasses import dataclass
+
+from voicemon.clock import Clock
+from voicemon.domain.access import Principal, Role
+from voicemon.domain.events import MAX_ID_CHARS
+from voicemon.errors import AuthError, NotFoundError, ValidationError
+from voicemon.storage import Database
+from voicemon.storage import keys as key_store
+from voicemon.storage.keys import KeyRecord
+
+PREFIX = "vm"
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    record: KeyRecord
+    secret: str
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class KeyService:
+    def __init__(self, db: Database, clock: Clock, cache_ttl_s: float = 2.0) -> None:
+        self._db = db
+        self._clock = clock
+        self._cache_ttl_ms = int(cache_ttl_s * 1000)
+        self._cache: dict[str, tuple[int, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def create(self, role: str, organization_id: str | None = None, name: str | None = None) -> CreatedKey:
+        try:
+            parsed_role = Role(role)
+        except ValueError:
+            allowed = ", ".join(r.value for r in Role)
+            raise ValidationError(f"must be one of: {allowed}", code="invalid_enum", field="role") from None
+        if parsed_role is Role.STAFF and organization_id is not None:
+            raise ValidationError("staff keys are platform-wide", code="staff_scoped", field="org")
+        if organization_id is not None and not 0 < len(organization_id) <= MAX_ID_CHARS:
+            raise ValidationError(f"must be 1 to {MAX_ID_CHARS} characters", code="too_long", field="org")
+        key_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(20)
+        record = KeyRecord(
+            key_id=key_id,
+            name=name,
+            role=parsed_role.value,
+            organization_id=organization_id,
+            secret_hash=_hash(secret),
+            created_ms=self._clock.now_ms(),
+            revoked_ms=None,
+        )
+        with self._db.write() as conn:
+            key_store.insert_key(conn, record)
+        return CreatedKey(record, f"{PREFIX}_{key_id}_{secret}")
+
+    def list(self) -> list[KeyRecord]:
+        with self._db.read() as conn:
+            return key_store.list_keys(conn)
+
+    def revoke(self, key_id: str) -> None:
+        with self._db.write() as conn:
+            if not key_store.revoke_key(conn, key_id, self._clock.now_ms()):
+                raise NotFoundError(f"no live key {key_id!r}", code="key_not_found")
+        with self._lock:
+            self._cache.pop(key_id, None)
+
+    def authenticate(self, presented: str | None) -> Principal:
+        """The principal behind a presented key; :class:`AuthError` if it is missing, unknown or revoked."""
+        if not presented:
+            raise AuthError("an API key is required: Authorization: Bearer <key>", code="missing_key")
+        parts = presented.split("_", 2)
+        if len(parts) != 3 or parts[0] != PREFIX:
+            raise AuthError("the API key is not valid", code="invalid_key")
+        _, key_id, secret = parts
+        now_ms = self._clock.now_ms()
+        with self._lock:
+            cached = self._cache.get(presented)
+        if cached is not None and cached[0] > now_ms:
+            return cached[1]
+        with self._db.read() as conn:
+            record = key_store.get_key(conn, key_id)
+        if record is None or record.revoked_ms is not None:
+            raise AuthError("the API key is not valid", code="invalid_key")
+        if not hmac.compare_digest(record.secret_hash, _hash(secret)):
+            raise AuthError("the API key is not valid", code="invalid_key")
+        principal = Principal(record.key_id, record.name, Role(record.role), record.organization_id)
+        with self._lock:
+            self._cache[presented] = (now_ms + self._cache_ttl_ms, principal)
+        return principal

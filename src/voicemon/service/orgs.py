@@ -1,0 +1,44 @@
+"""The organization directory use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from voicemon.clock import Clock
+from voicemon.domain.events import MAX_ID_CHARS
+from voicemon.errors import ValidationError
+from voicemon.storage import Database
+from voicemon.storage import orgs as org_store
+from voicemon.storage.orgs import OrgRecord
+
+MAX_NAME_CHARS = 200
+UNKNOWN_ORG_NAME = "Unknown"
+
+
+class OrgService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    def list(self) -> list[OrgRecord]:
+        with self._db.read() as conn:
+            return org_store.list_orgs(conn)
+
+    def put(self, organization_id: str, name: str) -> OrgRecord:
+        if not 0 < len(organization_id) <= MAX_ID_CHARS:
+            raise ValidationError(
+                f"must be 1 to {MAX_ID_CHARS} characters", code="invalid_length", field="organization_id"
+            )
+        if not name.strip() or len(name) > MAX_NAME_CHARS:
+            raise ValidationError(
+                f"must be 1 to {MAX_NAME_CHARS} characters and not blank", code="invalid_length", field="name"
+            )
+        with self._db.write() as conn:
+            return org_store.put_org(conn, organization_id, name, self._clock.now_ms())
+
+    def names(self, ids: Iterable[str]) -> dict[str, str]:
+        """Display name of every id, ``Unknown`` for those not in the directory, in one query."""
+        wanted = list(ids)
+        with self._db.read() as conn:
+            found = org_store.names_of(conn, wanted)
+        return {i: found.get(i, UNKNOWN_ORG_NAME) for i in wanted}

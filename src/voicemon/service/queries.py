@@ -1,0 +1,113 @@
+"""Read use cases: events, artifacts, realtime counters. Each reads with a fixed number of queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from voicemon.clock import Clock
+from voicemon.domain.access import Principal, aggregate_scope, can_see_organization, visible_organization
+from voicemon.domain.artifacts import ArtifactState
+from voicemon.domain.counters import PLATFORM_SCOPE
+from voicemon.domain.cursor import decode_cursor, encode_cursor
+from voicemon.domain.rates import failure_rate
+from voicemon.domain.timeutil import MINUTE_MS, floor_to
+from voicemon.errors import NotFoundError
+from voicemon.storage import Database
+from voicemon.storage import artifacts as artifact_store
+from voicemon.storage import counters as counter_store
+from voicemon.storage import events as event_store
+from voicemon.storage.artifacts import ArtifactFilter
+from voicemon.storage.events import EventFilter, StoredEvent
+
+REALTIME_WINDOW_MINUTES = 60
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactDetail:
+    summary: ArtifactState
+    stuck: bool
+    timeline: list[StoredEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Realtime:
+    window_start_ms: int
+    window_end_ms: int
+    organization_id: str | None
+    counts: dict[str, int]
+    failure_rate: float
+
+
+class Queries:
+    def __init__(self, db: Database, clock: Clock, stuck_after_ms: int) -> None:
+        self._db = db
+        self._clock = clock
+        self._stuck_after_ms = stuck_after_ms
+
+    def list_events(
+        self, principal: Principal, f: EventFilter, cursor: str | None, limit: int
+    ) -> Page[StoredEvent]:
+        org = visible_organization(principal, f.organization_id)
+        f = EventFilter(f.event_type, f.pipeline_stage, org, f.artifact_id, f.start_ms, f.end_ms)
+        after = decode_cursor(cursor, "ev", int) if cursor else None
+        with self._db.read() as conn:
+            rows = event_store.list_events(conn, f, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if rows else None
+        next_cursor = encode_cursor("ev", (last.event.timestamp_ms, last.seq)) if more and last else None
+        return Page(rows, next_cursor)
+
+    def list_artifacts(
+        self,
+        principal: Principal,
+        status: str | None,
+        organization_id: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page[tuple[ArtifactState, bool]]:
+        org = visible_organization(principal, organization_id)
+        now_ms = self._clock.now_ms()
+        f = ArtifactFilter(status, org, now_ms - self._stuck_after_ms)
+        after = decode_cursor(cursor, "art", str) if cursor else None
+        with self._db.read() as conn:
+            rows = artifact_store.list_artifacts(conn, f, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [(s, s.is_stuck(now_ms, self._stuck_after_ms)) for s in rows]
+        last = rows[-1] if rows else None
+        next_cursor = encode_cursor("art", (last.listed_at_ms, last.artifact_id)) if more and last else None
+        return Page(items, next_cursor)
+
+    def artifact(self, principal: Principal, artifact_id: str) -> ArtifactDetail:
+        with self._db.read() as conn:
+            state = artifact_store.get_artifact(conn, artifact_id)
+            if state is None or not can_see_organization(principal, state.organization_id):
+                raise NotFoundError(f"no artifact {artifact_id!r}", code="artifact_not_found")
+            timeline = event_store.timeline(conn, artifact_id)
+        return ArtifactDetail(state, state.is_stuck(self._clock.now_ms(), self._stuck_after_ms), timeline)
+
+    def realtime(self, principal: Principal, organization_id: str | None) -> Realtime:
+        """Counters of the 60 minutes ending now: the current minute and the 59 before it."""
+        org = aggregate_scope(principal, organization_id)
+        now_ms = self._clock.now_ms()
+        last_minute = floor_to(now_ms, MINUTE_MS)
+        first_minute = last_minute - (REALTIME_WINDOW_MINUTES - 1) * MINUTE_MS
+        with self._db.read() as conn:
+            sums = counter_store.window_sums(conn, org or PLATFORM_SCOPE, first_minute, last_minute)
+        return Realtime(
+            window_start_ms=first_minute,
+            window_end_ms=now_ms,
+            organization_id=org,
+            counts=sums,
+            failure_rate=failure_rate(sums["artifacts_completed"], sums["artifacts_failed"]),
+        )

@@ -1,0 +1,42 @@
+"""One validated settings object, read from ``VOICEMON_*`` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from voicemon.domain.timeutil import DAY_MS, HOUR_MS, SECOND_MS
+
+
+class Settings(BaseSettings):
+    """Every knob of a voicemon process. Durations carry their unit in the name."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICEMON_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///./voicemon.db"
+    retry_webhook_url: str | None = None
+    retry_webhook_secret: SecretStr | None = None
+    stuck_after_s: int = Field(default=300, ge=1)
+    event_retention_h: int = Field(default=48, ge=1)
+    hourly_retention_d: int = Field(default=7, ge=1)
+    daily_retention_d: int = Field(default=90, ge=1)
+    # How long a verified API key is trusted before it is looked up again (revocation delay).
+    key_cache_s: float = Field(default=2.0, ge=0)
+    # Largest group of events the writer commits in one transaction.
+    writer_max_events: int = Field(default=5000, ge=1)
+
+    @property
+    def stuck_after_ms(self) -> int:
+        return self.stuck_after_s * SECOND_MS
+
+    @property
+    def event_retention_ms(self) -> int:
+        return self.event_retention_h * HOUR_MS
+
+    @property
+    def hourly_retention_ms(self) -> int:
+        return self.hourly_retention_d * DAY_MS
+
+    @property
+    def daily_retention_ms(self) -> int:
+        return self.daily_retention_d * DAY_MS

@@ -1,0 +1,127 @@
+"""The engine, its transactions, and every difference between SQLite and PostgreSQL (in this one module).
+
+Writes use :meth:`Database.write`: on SQLite it starts with ``BEGIN IMMEDIATE`` so the write lock is taken
+up front (no deadlock-prone lock upgrade); on PostgreSQL rows are locked with ``FOR UPDATE`` where a
+read-modify-write needs it (:func:`lock_for_update`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Insert, Select, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from voicemon.errors import StorageError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE_OPTION = "voicemon_write"
+
+
+class Database:
+    """Owns the engine. ``read()`` and ``write()`` are the only ways the service layer gets a connection."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageError(f"database read failed: {exc.__class__.__name__}") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One transaction: everything inside commits together or not at all."""
+        try:
+            with self.engine.connect() as plain:
+                conn = plain.execution_options(**{_WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageError(f"database write failed: {exc.__class__.__name__}") from exc
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url)
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself, so writes can ask for BEGIN IMMEDIATE.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def insert_ignore(conn: Connection, table: Table, keys: Sequence[str]) -> Insert:
+    """INSERT that skips rows whose unique ``keys`` already exist."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+
+
+def upsert_add(conn: Connection, table: Table, keys: Sequence[str], columns: Sequence[str]) -> Insert:
+    """INSERT, or add the given columns' values onto the existing row with the same ``keys``."""
+    if conn.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(table)
+    else:
+        stmt = sqlite.insert(table)
+    return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=list(keys),
+        set_={name: table.c[name] + stmt.excluded[name] for name in columns},
+    )
+
+
+def upsert_replace(conn: Connection, table: Table, keys: Sequence[str], columns: Sequence[str]) -> Insert:
+    """INSERT, or overwrite the given columns of the existing row with the same ``keys``."""
+    if conn.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(table)
+    else:
+        stmt = sqlite.insert(table)
+    return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=list(keys),
+        set_={name: stmt.excluded[name] for name in columns},
+    )
+
+
+def lock_for_update(conn: Connection, query: Select[Any]) -> Select[Any]:
+    """Row locks on PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the one write lock."""
+    if conn.dialect.name == "postgresql":
+        return query.with_for_update()
+    return query

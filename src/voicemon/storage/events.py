@@ -1,0 +1,157 @@
+"""Raw events: bulk insert, existence checks, and keyset-paged reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Row, and_, func, or_, select
+
+from voicemon.domain.events import Event, dumps_metadata
+from voicemon.domain.model import EventType, Stage, Status
+from voicemon.storage.database import insert_ignore
+from voicemon.storage.tables import events
+
+IN_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Filters of ``GET /v1/events``; they combine with AND. Times are epoch ms, ``[start, end)``."""
+
+    event_type: str | None = None
+    pipeline_stage: str | None = None
+    organization_id: str | None = None
+    artifact_id: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    event: Event
+
+
+def existing_event_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(ids), IN_CHUNK):
+        chunk = ids[i : i + IN_CHUNK]
+        found.update(conn.scalars(select(events.c.event_id).where(events.c.event_id.in_(chunk))))
+    return found
+
+
+def insert_events(conn: Connection, new_events: Sequence[Event]) -> set[str]:
+    """Insert the events, skipping ids already stored; returns the ids this call inserted."""
+    if not new_events:
+        return set()
+    stmt = insert_ignore(conn, events, ["event_id"]).returning(events.c.event_id)
+    result = conn.execute(stmt, [_to_row(e) for e in new_events])
+    return set(result.scalars())
+
+
+def _to_row(e: Event) -> dict[str, Any]:
+    return {
+        "event_id": e.event_id,
+        "event_type": e.event_type.value,
+        "artifact_id": e.artifact_id,
+        "organization_id": e.organization_id,
+        "voice_note_id": e.voice_note_id,
+        "coach_user_id": e.coach_user_id,
+        "pipeline_stage": e.pipeline_stage.value if e.pipeline_stage else None,
+        "ts_ms": e.timestamp_ms,
+        "received_ms": e.received_ms,
+        "stage_started_at_ms": e.stage_started_at_ms,
+        "stage_completed_at_ms": e.stage_completed_at_ms,
+        "duration_ms": e.duration_ms,
+        "previous_status": e.previous_status.value if e.previous_status else None,
+        "new_status": e.new_status.value if e.new_status else None,
+        "error_message": e.error_message,
+        "error_code": e.error_code,
+        "metadata": dumps_metadata(e.metadata),
+        "cost_nusd": e.cost_nusd,
+        "confidence": e.confidence,
+        "claim_count": e.claim_count,
+        "entity_count": e.entity_count,
+        "draft_count": e.draft_count,
+    }
+
+
+def _from_row(row: Row[Any]) -> StoredEvent:
+    m = row._mapping
+    return StoredEvent(
+        seq=m["seq"],
+        event=Event(
+            event_id=m["event_id"],
+            event_type=EventType(m["event_type"]),
+            artifact_id=m["artifact_id"],
+            organization_id=m["organization_id"],
+            voice_note_id=m["voice_note_id"],
+            coach_user_id=m["coach_user_id"],
+            pipeline_stage=Stage(m["pipeline_stage"]) if m["pipeline_stage"] else None,
+            timestamp_ms=m["ts_ms"],
+            received_ms=m["received_ms"],
+            stage_started_at_ms=m["stage_started_at_ms"],
+            stage_completed_at_ms=m["stage_completed_at_ms"],
+            duration_ms=m["duration_ms"],
+            previous_status=Status(m["previous_status"]) if m["previous_status"] else None,
+            new_status=Status(m["new_status"]) if m["new_status"] else None,
+            error_message=m["error_message"],
+            error_code=m["error_code"],
+            metadata=orjson.loads(m["metadata"]) if m["metadata"] is not None else None,
+            cost_nusd=m["cost_nusd"],
+            confidence=m["confidence"],
+            claim_count=m["claim_count"],
+            entity_count=m["entity_count"],
+            draft_count=m["draft_count"],
+        ),
+    )
+
+
+def list_events(
+    conn: Connection, f: EventFilter, after: tuple[int, int] | None, limit: int
+) -> list[StoredEvent]:
+    """Newest first by (timestamp, seq); ``after`` is the (ts_ms, seq) of the last row already returned.
+
+    The key is unique and fixed per row, so rows that arrive while a client pages never shift a page
+    boundary: they appear before the first page or in their place by timestamp, never twice.
+    """
+    conds: list[Any] = []
+    if f.event_type is not None:
+        conds.append(events.c.event_type == f.event_type)
+    if f.pipeline_stage is not None:
+        conds.append(events.c.pipeline_stage == f.pipeline_stage)
+    if f.organization_id is not None:
+        conds.append(events.c.organization_id == f.organization_id)
+    if f.artifact_id is not None:
+        conds.append(events.c.artifact_id == f.artifact_id)
+    if f.start_ms is not None:
+        conds.append(events.c.ts_ms >= f.start_ms)
+    if f.end_ms is not None:
+        conds.append(events.c.ts_ms < f.end_ms)
+    if after is not None:
+        ts, seq = after
+        conds.append(or_(events.c.ts_ms < ts, and_(events.c.ts_ms == ts, events.c.seq < seq)))
+    query = (
+        select(events)
+        .where(and_(True, *conds))
+        .order_by(events.c.ts_ms.desc(), events.c.seq.desc())
+        .limit(limit)
+    )
+    return [_from_row(r) for r in conn.execute(query)]
+
+
+def timeline(conn: Connection, artifact_id: str) -> list[StoredEvent]:
+    """All stored events of one artifact, oldest first (arrival order breaks timestamp ties)."""
+    query = (
+        select(events)
+        .where(events.c.artifact_id == artifact_id)
+        .order_by(events.c.ts_ms.asc(), events.c.seq.asc())
+    )
+    return [_from_row(r) for r in conn.execute(query)]
+
+
+def count_events(conn: Connection) -> int:
+    return int(conn.scalar(select(func.count()).select_from(events)) or 0)

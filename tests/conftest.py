@@ -1,0 +1,151 @@
+"""Shared fixtures. ``VOICEMON_TEST_DB`` picks the database: ``sqlite`` (default) or ``postgresql``.
+
+SQLite tests each get a file under ``tmp_path``. PostgreSQL tests share one database made for this run
+(so runs never see each other's data), migrated once and truncated before each test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, event, text
+
+from voicemon.api import create_app
+from voicemon.clock import FakeClock
+from voicemon.domain.access import Principal, Role
+from voicemon.service import Services
+from voicemon.settings import Settings
+from voicemon.storage import Database, migrate
+from voicemon.storage.tables import metadata
+
+# A fixed "now" well inside a UTC hour: 2026-11-28T13:20:00Z.
+NOW_MS = 1_796_563_200_000 + 13 * 3_600_000 + 20 * 60_000
+
+BACKEND = os.environ.get("VOICEMON_TEST_DB", "sqlite")
+PG_ADMIN_URL = os.environ.get(
+    "VOICEMON_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str | None]:
+    if BACKEND != "postgresql":
+        yield None
+        return
+    name = f"voicemon_test_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    db = Database(url)
+    migrate.upgrade(db)
+    db.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def db_url(pg_url: str | None, tmp_path: Any) -> str:
+    if pg_url is None:
+        return f"sqlite:///{tmp_path}/voicemon.db"
+    engine = create_engine(pg_url)
+    names = ", ".join(t.name for t in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    engine.dispose()
+    return pg_url
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW_MS)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(database_url=db_url, key_cache_s=0)
+
+
+@pytest.fixture
+def services(settings: Settings, clock: FakeClock) -> Iterator[Services]:
+    svc = Services(settings, clock)
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+STAFF = Principal("test-staff", "staff", Role.STAFF)
+
+
+@dataclass
+class StatementCounter:
+    """Counts SQL statements sent to the database while ``active``."""
+
+    statements: list[str] = field(default_factory=list)
+    active: bool = False
+
+    def __enter__(self) -> StatementCounter:
+        self.statements.clear()
+        self.active = True
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.active = False
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+
+@pytest.fixture
+def sql_counter(services: Services) -> StatementCounter:
+    counter = StatementCounter()
+
+    @event.listens_for(services.db.engine, "before_cursor_execute")
+    def _count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if counter.active and not statement.startswith(("BEGIN", "PRAGMA")):
+            counter.statements.append(statement)
+
+    return counter
+
+
+@dataclass
+class Api:
+    """An in-process HTTP client plus keys of every kind."""
+
+    client: TestClient
+    services: Services
+    staff_key: str
+
+    def key(self, role: str, org: str | None = None) -> str:
+        return self.services.keys.create(role, org, f"test-{role}").secret
+
+    def call(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", {}))
+        chosen = self.staff_key if key is None else key
+        if chosen:
+            headers["Authorization"] = f"Bearer {chosen}"
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def api(services: Services) -> Iterator[Api]:
+    app = create_app(services=services)
+    # The services fixture already started and will stop the services.
+    app.router.lifespan_context = _no_lifespan
+    with TestClient(app) as client:
+        yield Api(client, services, services.keys.create("staff", None, "test").secret)
+
+
+@asynccontextmanager
+async def _no_lifespan(_: Any) -> Any:
+    yield
