@@ -20,6 +20,20 @@ class Settings(BaseSettings):
     event_retention_h: int = Field(default=48, ge=1)
     hourly_retention_d: int = Field(default=7, ge=1)
     daily_retention_d: int = Field(default=90, ge=1)
+    counter_retention_h: int = Field(default=2, ge=2)
+    artifact_retention_d: int = Field(default=90, ge=1)
+    job_run_retention_d: int = Field(default=30, ge=1)
+    # UTC cron schedules of the jobs (SPEC 8).
+    schedule_aggregate_hourly: str = "30 * * * *"
+    schedule_aggregate_daily: str = "30 1 * * *"
+    schedule_cleanup_snapshots: str = "30 4 * * 0"
+    schedule_cleanup_events: str = "0 5 * * 0"
+    # A running job whose lease ran out is taken as crashed and recorded as failed.
+    job_lease_s: int = Field(default=900, ge=10)
+    # How often the scheduler looks for due work.
+    scheduler_poll_s: float = Field(default=5.0, gt=0)
+    # Rows deleted per retention transaction.
+    cleanup_batch_rows: int = Field(default=5000, ge=1)
     # How long a verified API key is trusted before it is looked up again (revocation delay).
     key_cache_s: float = Field(default=2.0, ge=0)
     # Largest group of events the writer commits in one transaction.

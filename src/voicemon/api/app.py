@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicemon import __version__
-from voicemon.api import routes_artifacts, routes_events, routes_metrics, routes_orgs
+from voicemon.api import routes_artifacts, routes_events, routes_jobs, routes_metrics, routes_orgs
 from voicemon.api.routes_events import BadRequest, PayloadTooLarge
 from voicemon.api.schemas import EventBatchIn, EventIn, HealthOut
 from voicemon.clock import Clock
@@ -28,6 +28,7 @@ from voicemon.errors import (
     ValidationError,
     VoicemonError,
 )
+from voicemon.jobs import Scheduler, build_runner
 from voicemon.service import Services
 from voicemon.settings import Settings
 
@@ -54,16 +55,24 @@ def create_app(
     *,
     clock: Clock | None = None,
     services: Services | None = None,
+    run_scheduler: bool = False,
 ) -> FastAPI:
-    """Build the app; its lifespan migrates the database and runs the ingest writer."""
+    """Build the app; its lifespan migrates the database, runs the ingest writer and, when asked, the
+    job scheduler."""
     svc = services or Services(settings or Settings(), clock)
+    runner = build_runner(svc)
+    scheduler = Scheduler(runner, svc.settings.scheduler_poll_s) if run_scheduler else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         svc.start()
+        if scheduler is not None:
+            scheduler.start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             svc.stop()
 
     app = FastAPI(
@@ -73,7 +82,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = svc
-    for module in (routes_events, routes_artifacts, routes_metrics, routes_orgs):
+    app.state.jobs = runner
+    for module in (routes_events, routes_artifacts, routes_metrics, routes_orgs, routes_jobs):
         app.include_router(module.router)
 
     @app.get(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from voicemon.domain.artifacts import ArtifactState
 from voicemon.domain.events import nusd_to_usd
+from voicemon.domain.snapshot import SnapshotParts, render_parts
 from voicemon.domain.timeutil import format_time
 from voicemon.service.queries import Realtime
 from voicemon.storage.events import StoredEvent
+from voicemon.storage.jobs import RunRecord
 
 
 def _time(ms: int | None) -> str | None:
@@ -72,3 +76,39 @@ def realtime_out(r: Realtime) -> dict[str, Any]:
     if r.organization_id is not None:
         body["organization_id"] = r.organization_id
     return body
+
+
+def snapshot_out(
+    period_type: str,
+    start_ms: int,
+    end_ms: int,
+    organization_id: str | None,
+    computed_ms: int,
+    parts: SnapshotParts,
+) -> dict[str, Any]:
+    """A snapshot as SPEC 6.1 shows it; a platform-wide one has no organization_id key at all."""
+    body: dict[str, Any] = {
+        "period_type": period_type,
+        "period_start": format_time(start_ms),
+        "period_end": format_time(end_ms),
+    }
+    if organization_id:
+        body["organization_id"] = organization_id
+    body["computed_at"] = format_time(computed_ms)
+    body.update(render_parts(parts))
+    return body
+
+
+def run_out(r: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id,
+        "name": r.name,
+        "trigger": r.trigger,
+        "scheduled_for": format_time(r.scheduled_for_ms),
+        "target": _time(r.target_ms),
+        "status": r.status,
+        "started_at": _time(r.started_ms),
+        "finished_at": _time(r.finished_ms),
+        "summary": orjson.loads(r.summary) if r.summary else None,
+        "error": r.error,
+    }

@@ -1,4 +1,4 @@
-"""``/v1/metrics``: live counters (SPEC 5)."""
+"""``/v1/metrics``: live counters (SPEC 5) and snapshot history and roll-ups (SPEC 6, 7)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from voicemon.api.deps import PrincipalDep, ServicesDep
-from voicemon.api.render import realtime_out
-from voicemon.api.schemas import ErrorReply, RealtimeOut
-from voicemon.domain.access import Role, require_role
+from voicemon.api.params import parse_time_param
+from voicemon.api.render import realtime_out, snapshot_out
+from voicemon.api.schemas import ErrorReply, OrgMetricsList, RealtimeOut, SnapshotList, SnapshotOut, StagesOut
+from voicemon.domain.access import Principal, Role, require_role
+from voicemon.domain.periods import Period
+from voicemon.domain.snapshot import render_parts
+from voicemon.service import Services
+from voicemon.service.metrics import Range
+from voicemon.storage.snapshots import SnapshotRow
 
 router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
 
@@ -30,3 +36,117 @@ def realtime(
     body: dict[str, Any] = realtime_out(services.queries.realtime(principal, organization_id))
     # Returned as is: the platform-wide reply omits organization_id instead of carrying null.
     return JSONResponse(body)
+
+
+PeriodQuery = Annotated[Period, Query(description="hourly or daily")]
+OrgQuery = Annotated[str | None, Query(min_length=1, max_length=128)]
+StartQuery = Annotated[str | None, Query(description="first period start included; RFC 3339 or epoch ms")]
+EndQuery = Annotated[str | None, Query(description="periods starting before this; default now")]
+
+
+def _range(services: Services, period: Period, start: str | None, end: str | None) -> Range:
+    return services.metrics.resolve_range(
+        period, parse_time_param("start", start), parse_time_param("end", end)
+    )
+
+
+def _row_out(row: SnapshotRow) -> dict[str, Any]:
+    period = Period(row.period_type)
+    return snapshot_out(
+        row.period_type,
+        row.period_start_ms,
+        row.period_start_ms + period.length_ms,
+        row.scope or None,
+        row.computed_ms,
+        row.parts,
+    )
+
+
+@router.get(
+    "/history",
+    response_model=SnapshotList,
+    response_model_exclude_unset=True,
+    summary="Snapshot rows of one scope, oldest first",
+)
+def history(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    period: PeriodQuery = Period.HOURLY,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    organization_id: OrgQuery = None,
+) -> JSONResponse:
+    require_role(principal, Role.VIEWER, Role.STAFF)
+    rows = services.metrics.history(principal, _range(services, period, start, end), organization_id)
+    return JSONResponse({"items": [_row_out(r) for r in rows]})
+
+
+def _merged(
+    services: Services, principal: Principal, r: Range, organization_id: str | None
+) -> dict[str, Any]:
+    merged = services.metrics.summary(principal, r, organization_id)
+    computed = merged.computed_ms if merged.computed_ms is not None else services.clock.now_ms()
+    return snapshot_out(r.period.value, r.start_ms, r.end_ms, organization_id, computed, merged.parts)
+
+
+@router.get("/summary", response_model=SnapshotOut, summary="The range merged into one snapshot")
+def summary(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    period: PeriodQuery = Period.HOURLY,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    organization_id: OrgQuery = None,
+) -> JSONResponse:
+    require_role(principal, Role.VIEWER, Role.STAFF)
+    return JSONResponse(_merged(services, principal, _range(services, period, start, end), organization_id))
+
+
+@router.get(
+    "/stages", response_model=StagesOut, summary="Per-stage figures and end-to-end latency of a range"
+)
+def stages(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    period: PeriodQuery = Period.HOURLY,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    organization_id: OrgQuery = None,
+) -> dict[str, Any]:
+    require_role(principal, Role.VIEWER, Role.STAFF)
+    body = _merged(services, principal, _range(services, period, start, end), organization_id)
+    return {"stages": body["stages"], "end_to_end_latency_ms": body["end_to_end_latency_ms"]}
+
+
+@router.get("/orgs", response_model=OrgMetricsList, summary="One merged item per organization (staff)")
+def orgs(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    period: PeriodQuery = Period.HOURLY,
+    start: StartQuery = None,
+    end: EndQuery = None,
+) -> dict[str, Any]:
+    require_role(principal, Role.STAFF)
+    items = services.metrics.by_organization(principal, _range(services, period, start, end))
+    out = []
+    for item in items:
+        full = render_parts(item.parts)
+        out.append(
+            {
+                "organization_id": item.organization_id,
+                "organization_name": item.organization_name,
+                **{k: full[k] for k in ORG_FIELDS},
+            }
+        )
+    return {"items": out}
+
+
+ORG_FIELDS = (
+    "artifacts_received",
+    "artifacts_completed",
+    "artifacts_failed",
+    "overall_failure_rate",
+    "total_ai_cost_usd",
+    "avg_cost_per_artifact_usd",
+    "end_to_end_latency_ms",
+)

@@ -161,3 +161,99 @@ class OrgList(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "unreachable"]
+
+
+class LatencyOut(BaseModel):
+    count: int
+    avg: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class StageOut(BaseModel):
+    stage: Literal["transcription", "claims_extraction", "entity_resolution", "draft_generation"]
+    completed: int
+    failed: int
+    failure_rate: float
+    latency_ms: LatencyOut
+
+
+class SnapshotOut(BaseModel):
+    period_type: Literal["hourly", "daily"]
+    period_start: str
+    period_end: str
+    organization_id: str | None = Field(None, description="absent on platform-wide rows")
+    computed_at: str
+    artifacts_received: int
+    artifacts_completed: int
+    artifacts_failed: int
+    overall_failure_rate: float
+    stages: list[StageOut]
+    end_to_end_latency_ms: LatencyOut
+    avg_transcript_confidence: float | None
+    avg_claim_confidence: float | None
+    auto_resolution_rate: float
+    disambiguation_rate: float
+    total_claims_extracted: int
+    total_entities_resolved: int
+    total_drafts_generated: int
+    total_ai_cost_usd: float
+    avg_cost_per_artifact_usd: float
+
+
+class SnapshotList(BaseModel):
+    items: list[SnapshotOut]
+
+
+class StagesOut(BaseModel):
+    stages: list[StageOut]
+    end_to_end_latency_ms: LatencyOut
+
+
+class OrgMetricsOut(BaseModel):
+    organization_id: str
+    organization_name: str
+    artifacts_received: int
+    artifacts_completed: int
+    artifacts_failed: int
+    overall_failure_rate: float
+    total_ai_cost_usd: float
+    avg_cost_per_artifact_usd: float
+    end_to_end_latency_ms: LatencyOut
+
+
+class OrgMetricsList(BaseModel):
+    items: list[OrgMetricsOut]
+
+
+class RunOut(BaseModel):
+    run_id: str
+    name: str
+    trigger: Literal["schedule", "manual"]
+    scheduled_for: str
+    target: str | None
+    status: Literal["pending", "running", "succeeded", "failed"]
+    started_at: str | None
+    finished_at: str | None
+    summary: dict[str, Any] | None
+    error: str | None
+
+
+class JobOut(BaseModel):
+    name: str
+    schedule: str
+    next_run_at: str
+    last_run: RunOut | None
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+
+
+class RunList(BaseModel):
+    items: list[RunOut]
+
+
+class RunIn(Strict):
+    target: TimeIn | None = Field(None, description=TIME_DESCRIPTION + "; the period containing it is run")

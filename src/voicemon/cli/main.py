@@ -8,14 +8,18 @@ import time
 from typing import Annotated
 
 import httpx
+import orjson
 import typer
 import uvicorn
 from rich.console import Console
 from rich.table import Table
 
 from voicemon.api import create_app
+from voicemon.api.params import parse_time_param
+from voicemon.api.render import run_out
 from voicemon.domain.timeutil import format_time
 from voicemon.errors import VoicemonError
+from voicemon.jobs import Scheduler, build_runner
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import migrate
@@ -27,6 +31,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+jobs_app = typer.Typer(help="Scheduled jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 
 err = Console(stderr=True)
 
@@ -111,6 +117,72 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key_id shown by 
     typer.echo(f"revoked {key_id}")
 
 
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """The jobs, their schedules, next run and last run."""
+    svc = _services()
+    try:
+        migrate.upgrade(svc.db)
+        overview = build_runner(svc).overview()
+    except VoicemonError as exc:
+        raise _fail(exc) from exc
+    finally:
+        svc.db.dispose()
+    table = Table("job", "schedule (UTC)", "next run", "last run", "status")
+    for o in overview:
+        last = o.last_run
+        table.add_row(
+            o.job.name,
+            o.job.schedule,
+            format_time(o.next_run_ms),
+            format_time(last.started_ms) if last and last.started_ms else "never",
+            last.status if last else "",
+        )
+    Console().print(table)
+
+
+@jobs_app.command("run")
+def jobs_run(
+    name: Annotated[
+        str, typer.Argument(help="aggregate-hourly, aggregate-daily, cleanup-snapshots, cleanup-events")
+    ],
+    target: Annotated[
+        str | None, typer.Option(help="a time in the period to run (RFC 3339 or epoch ms)")
+    ] = None,
+) -> None:
+    """Run one job now, to its end, and print its run record."""
+    svc = _services()
+    try:
+        migrate.upgrade(svc.db)
+        target_ms = parse_time_param("target", target)
+        record = build_runner(svc).run_now(name, target_ms)
+    except VoicemonError as exc:
+        raise _fail(exc) from exc
+    finally:
+        svc.db.dispose()
+    typer.echo(orjson.dumps(run_out(record), option=orjson.OPT_INDENT_2).decode())
+    if record.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command("worker")
+def worker() -> None:
+    """Run scheduled jobs without serving HTTP (several workers and servers may share one database)."""
+    svc = _services()
+    svc.start()
+    scheduler = Scheduler(build_runner(svc), svc.settings.scheduler_poll_s)
+    scheduler.start()
+    typer.echo("worker running; Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.stop()
+        svc.stop()
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -121,8 +193,7 @@ def serve(
 ) -> None:
     """Run the HTTP API (migrates the database first)."""
     settings = Settings()
-    application = create_app(settings)
-    application.state.run_scheduler = not no_scheduler
+    application = create_app(settings, run_scheduler=not no_scheduler)
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -9,6 +9,7 @@ from voicemon.clock import Clock, SystemClock
 from voicemon.domain.access import Principal, Role, require_role
 from voicemon.service.ingest import IngestResult, validate_items
 from voicemon.service.keys import KeyService
+from voicemon.service.metrics import MetricsQueries
 from voicemon.service.orgs import OrgService
 from voicemon.service.queries import Queries
 from voicemon.service.writer import GroupCommitWriter
@@ -27,6 +28,7 @@ class Services:
         self.queries = Queries(self.db, self.clock, settings.stuck_after_ms)
         self.keys = KeyService(self.db, self.clock, settings.key_cache_s)
         self.orgs = OrgService(self.db, self.clock)
+        self.metrics = MetricsQueries(self.db, self.clock, self.orgs)
 
     def start(self, *, migrate_schema: bool = True) -> None:
         if migrate_schema:

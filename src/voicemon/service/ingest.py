@@ -6,8 +6,9 @@ The data path, in order:
 1. :func:`validate_items` turns decoded JSON into :class:`Event` values or per-item errors (pure).
 2. :class:`~voicemon.service.writer.GroupCommitWriter` collects the events of concurrent requests.
 3. :func:`store_events` runs inside one write transaction: it drops ids already stored, locks and folds
-   the artifacts, inserts the events, and adds the minute-counter deltas. A fixed number of statements
-   per call, whatever the batch size.
+   the artifacts, inserts the events, adds the minute-counter deltas, and bumps the version of every
+   hour and day it added events to (so an aggregated period knows it must be redone). A fixed number
+   of statements per call, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from voicemon.domain.artifacts import fold
 from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.events import Event, FieldError, ValidationContext, validate_event
 from voicemon.domain.ids import time_ordered_id
+from voicemon.domain.periods import touched_periods
 from voicemon.storage import artifacts as artifact_store
 from voicemon.storage import counters as counter_store
 from voicemon.storage import events as event_store
+from voicemon.storage import snapshots as snapshot_store
 
 MAX_BATCH_EVENTS = 1000
 
@@ -93,4 +96,5 @@ def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[s
         raise ConcurrentInsertError(f"{len(timed) - len(inserted)} event ids were stored concurrently")
     artifact_store.save_artifacts(conn, [after[i] for i in sorted(artifact_ids)], set(before))
     counter_store.add_to_buckets(conn, bucket_deltas(timed))
+    snapshot_store.bump_versions(conn, touched_periods(timed))
     return inserted

@@ -15,6 +15,17 @@ from voicemon.storage.database import insert_ignore
 from voicemon.storage.tables import events
 
 IN_CHUNK = 1000
+PPB = 1_000_000_000
+
+
+def to_micros(duration_ms: float | None) -> int | None:
+    """Durations are kept as integer microseconds so that sums of them are exact in any order."""
+    return round(duration_ms * 1000) if duration_ms is not None else None
+
+
+def to_ppb(score: float | None) -> int | None:
+    """Confidence scores are kept as integer parts per billion, for the same reason."""
+    return round(score * PPB) if score is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +76,14 @@ def _to_row(e: Event) -> dict[str, Any]:
         "received_ms": e.received_ms,
         "stage_started_at_ms": e.stage_started_at_ms,
         "stage_completed_at_ms": e.stage_completed_at_ms,
-        "duration_ms": e.duration_ms,
+        "duration_us": to_micros(e.duration_ms),
         "previous_status": e.previous_status.value if e.previous_status else None,
         "new_status": e.new_status.value if e.new_status else None,
         "error_message": e.error_message,
         "error_code": e.error_code,
         "metadata": dumps_metadata(e.metadata),
         "cost_nusd": e.cost_nusd,
-        "confidence": e.confidence,
+        "confidence_ppb": to_ppb(e.confidence),
         "claim_count": e.claim_count,
         "entity_count": e.entity_count,
         "draft_count": e.draft_count,
@@ -95,14 +106,14 @@ def _from_row(row: Row[Any]) -> StoredEvent:
             received_ms=m["received_ms"],
             stage_started_at_ms=m["stage_started_at_ms"],
             stage_completed_at_ms=m["stage_completed_at_ms"],
-            duration_ms=m["duration_ms"],
+            duration_ms=m["duration_us"] / 1000 if m["duration_us"] is not None else None,
             previous_status=Status(m["previous_status"]) if m["previous_status"] else None,
             new_status=Status(m["new_status"]) if m["new_status"] else None,
             error_message=m["error_message"],
             error_code=m["error_code"],
             metadata=orjson.loads(m["metadata"]) if m["metadata"] is not None else None,
             cost_nusd=m["cost_nusd"],
-            confidence=m["confidence"],
+            confidence=m["confidence_ppb"] / PPB if m["confidence_ppb"] is not None else None,
             claim_count=m["claim_count"],
             entity_count=m["entity_count"],
             draft_count=m["draft_count"],

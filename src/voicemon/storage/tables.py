@@ -9,13 +9,14 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
-    Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData(
@@ -47,14 +48,16 @@ events = Table(
     Column("received_ms", BigInteger, nullable=False),
     Column("stage_started_at_ms", BigInteger),
     Column("stage_completed_at_ms", BigInteger),
-    Column("duration_ms", Float),
+    # Integer microseconds: sums are exact whatever the order (the given value, rounded to 1 µs).
+    Column("duration_us", BigInteger),
     Column("previous_status", String(16)),
     Column("new_status", String(16)),
     Column("error_message", Text),
     Column("error_code", String(ID)),
     Column("metadata", Text),
     Column("cost_nusd", BigInteger, nullable=False),
-    Column("confidence", Float),
+    # confidence_score in parts per billion, for exact sums.
+    Column("confidence_ppb", BigInteger),
     Column("claim_count", BigInteger),
     Column("entity_count", BigInteger),
     Column("draft_count", BigInteger),
@@ -131,4 +134,73 @@ orgs = Table(
     Column("organization_id", String(ID), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+)
+
+STAGE_KEYS = ("transcription", "claims_extraction", "entity_resolution", "draft_generation")
+
+# One row per (period type, period start, scope), scope "" = platform-wide. Additive parts only: counts,
+# exact integer sums, and the latency sketches (4 stages, then end to end) in one binary column.
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("period_type", String(8), primary_key=True),
+    Column("period_start_ms", BigInteger, primary_key=True),
+    Column("scope", String(ID), primary_key=True),
+    Column("computed_ms", BigInteger, nullable=False),
+    Column("artifacts_received", BigInteger, nullable=False),
+    Column("artifacts_completed", BigInteger, nullable=False),
+    Column("artifacts_failed", BigInteger, nullable=False),
+    *(
+        Column(f"{stage}_{part}", BigInteger, nullable=False)
+        for stage in STAGE_KEYS
+        for part in ("completed", "failed", "latency_count", "latency_sum_us")
+    ),
+    Column("e2e_count", BigInteger, nullable=False),
+    Column("e2e_sum_us", BigInteger, nullable=False),
+    Column("transcript_confidence_sum_ppb", BigInteger, nullable=False),
+    Column("transcript_confidence_count", BigInteger, nullable=False),
+    Column("claim_confidence_sum_ppb", BigInteger, nullable=False),
+    Column("claim_confidence_count", BigInteger, nullable=False),
+    Column("auto_resolved", BigInteger, nullable=False),
+    Column("needs_disambiguation", BigInteger, nullable=False),
+    Column("total_claims", BigInteger, nullable=False),
+    Column("total_entities", BigInteger, nullable=False),
+    Column("total_drafts", BigInteger, nullable=False),
+    Column("cost_nusd", BigInteger, nullable=False),
+    Column("sketches", LargeBinary, nullable=False),
+    Index(None, "period_type", "scope", "period_start_ms"),
+)
+
+# Late-data bookkeeping: ingestion bumps ``version`` of every hour and day it adds events to; an
+# aggregation records the version it read. A period needs work when it was never aggregated or when
+# version > aggregated_version.
+period_versions = Table(
+    "period_versions",
+    metadata,
+    Column("period_type", String(8), primary_key=True),
+    Column("period_start_ms", BigInteger, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("aggregated_version", BigInteger),
+)
+
+# Every job run, scheduled or by hand. (name, trigger, scheduled_for_ms) is unique, so each scheduled tick
+# is inserted once however many schedulers race for it.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("scheduled_for_ms", BigInteger, nullable=False),
+    Column("target_ms", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("owner", String(64)),
+    Column("lease_until_ms", BigInteger),
+    Column("started_ms", BigInteger),
+    Column("finished_ms", BigInteger),
+    Column("summary", Text),
+    Column("error", Text),
+    UniqueConstraint("name", "trigger", "scheduled_for_ms"),
+    Index(None, "status", "scheduled_for_ms"),
+    Index(None, "name", "scheduled_for_ms"),
 )

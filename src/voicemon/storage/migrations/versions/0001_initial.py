@@ -1,8 +1,8 @@
-"""events, artifacts, minute counters, api keys, orgs
+"""initial schema
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 01:52:19.545824
+Create Date: 2026-11-29
 """
 
 from __future__ import annotations
@@ -84,14 +84,14 @@ def upgrade() -> None:
         sa.Column("received_ms", sa.BigInteger(), nullable=False),
         sa.Column("stage_started_at_ms", sa.BigInteger(), nullable=True),
         sa.Column("stage_completed_at_ms", sa.BigInteger(), nullable=True),
-        sa.Column("duration_ms", sa.Float(), nullable=True),
+        sa.Column("duration_us", sa.BigInteger(), nullable=True),
         sa.Column("previous_status", sa.String(length=16), nullable=True),
         sa.Column("new_status", sa.String(length=16), nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("error_code", sa.String(length=128), nullable=True),
         sa.Column("metadata", sa.Text(), nullable=True),
         sa.Column("cost_nusd", sa.BigInteger(), nullable=False),
-        sa.Column("confidence", sa.Float(), nullable=True),
+        sa.Column("confidence_ppb", sa.BigInteger(), nullable=True),
         sa.Column("claim_count", sa.BigInteger(), nullable=True),
         sa.Column("entity_count", sa.BigInteger(), nullable=True),
         sa.Column("draft_count", sa.BigInteger(), nullable=True),
@@ -106,6 +106,33 @@ def upgrade() -> None:
             batch_op.f("ix_events_organization_id_ts_ms"), ["organization_id", "ts_ms"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_events_ts_ms_seq"), ["ts_ms", "seq"], unique=False)
+
+    op.create_table(
+        "job_runs",
+        sa.Column("run_id", sa.String(length=36), nullable=False),
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("trigger", sa.String(length=16), nullable=False),
+        sa.Column("scheduled_for_ms", sa.BigInteger(), nullable=False),
+        sa.Column("target_ms", sa.BigInteger(), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("owner", sa.String(length=64), nullable=True),
+        sa.Column("lease_until_ms", sa.BigInteger(), nullable=True),
+        sa.Column("started_ms", sa.BigInteger(), nullable=True),
+        sa.Column("finished_ms", sa.BigInteger(), nullable=True),
+        sa.Column("summary", sa.Text(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("run_id", name=op.f("pk_job_runs")),
+        sa.UniqueConstraint(
+            "name", "trigger", "scheduled_for_ms", name=op.f("uq_job_runs_name_trigger_scheduled_for_ms")
+        ),
+    )
+    with op.batch_alter_table("job_runs", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_job_runs_name_scheduled_for_ms"), ["name", "scheduled_for_ms"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_job_runs_status_scheduled_for_ms"), ["status", "scheduled_for_ms"], unique=False
+        )
 
     op.create_table(
         "minute_counters",
@@ -132,16 +159,81 @@ def upgrade() -> None:
         sa.Column("updated_ms", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("organization_id", name=op.f("pk_orgs")),
     )
+    op.create_table(
+        "period_versions",
+        sa.Column("period_type", sa.String(length=8), nullable=False),
+        sa.Column("period_start_ms", sa.BigInteger(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("aggregated_version", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("period_type", "period_start_ms", name=op.f("pk_period_versions")),
+    )
+    op.create_table(
+        "snapshots",
+        sa.Column("period_type", sa.String(length=8), nullable=False),
+        sa.Column("period_start_ms", sa.BigInteger(), nullable=False),
+        sa.Column("scope", sa.String(length=128), nullable=False),
+        sa.Column("computed_ms", sa.BigInteger(), nullable=False),
+        sa.Column("artifacts_received", sa.BigInteger(), nullable=False),
+        sa.Column("artifacts_completed", sa.BigInteger(), nullable=False),
+        sa.Column("artifacts_failed", sa.BigInteger(), nullable=False),
+        sa.Column("transcription_completed", sa.BigInteger(), nullable=False),
+        sa.Column("transcription_failed", sa.BigInteger(), nullable=False),
+        sa.Column("transcription_latency_count", sa.BigInteger(), nullable=False),
+        sa.Column("transcription_latency_sum_us", sa.BigInteger(), nullable=False),
+        sa.Column("claims_extraction_completed", sa.BigInteger(), nullable=False),
+        sa.Column("claims_extraction_failed", sa.BigInteger(), nullable=False),
+        sa.Column("claims_extraction_latency_count", sa.BigInteger(), nullable=False),
+        sa.Column("claims_extraction_latency_sum_us", sa.BigInteger(), nullable=False),
+        sa.Column("entity_resolution_completed", sa.BigInteger(), nullable=False),
+        sa.Column("entity_resolution_failed", sa.BigInteger(), nullable=False),
+        sa.Column("entity_resolution_latency_count", sa.BigInteger(), nullable=False),
+        sa.Column("entity_resolution_latency_sum_us", sa.BigInteger(), nullable=False),
+        sa.Column("draft_generation_completed", sa.BigInteger(), nullable=False),
+        sa.Column("draft_generation_failed", sa.BigInteger(), nullable=False),
+        sa.Column("draft_generation_latency_count", sa.BigInteger(), nullable=False),
+        sa.Column("draft_generation_latency_sum_us", sa.BigInteger(), nullable=False),
+        sa.Column("e2e_count", sa.BigInteger(), nullable=False),
+        sa.Column("e2e_sum_us", sa.BigInteger(), nullable=False),
+        sa.Column("transcript_confidence_sum_ppb", sa.BigInteger(), nullable=False),
+        sa.Column("transcript_confidence_count", sa.BigInteger(), nullable=False),
+        sa.Column("claim_confidence_sum_ppb", sa.BigInteger(), nullable=False),
+        sa.Column("claim_confidence_count", sa.BigInteger(), nullable=False),
+        sa.Column("auto_resolved", sa.BigInteger(), nullable=False),
+        sa.Column("needs_disambiguation", sa.BigInteger(), nullable=False),
+        sa.Column("total_claims", sa.BigInteger(), nullable=False),
+        sa.Column("total_entities", sa.BigInteger(), nullable=False),
+        sa.Column("total_drafts", sa.BigInteger(), nullable=False),
+        sa.Column("cost_nusd", sa.BigInteger(), nullable=False),
+        sa.Column("sketches", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("period_type", "period_start_ms", "scope", name=op.f("pk_snapshots")),
+    )
+    with op.batch_alter_table("snapshots", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_snapshots_period_type_scope_period_start_ms"),
+            ["period_type", "scope", "period_start_ms"],
+            unique=False,
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("snapshots", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_snapshots_period_type_scope_period_start_ms"))
+
+    op.drop_table("snapshots")
+    op.drop_table("period_versions")
     op.drop_table("orgs")
     with op.batch_alter_table("minute_counters", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_minute_counters_minute_ms"))
 
     op.drop_table("minute_counters")
+    with op.batch_alter_table("job_runs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_job_runs_status_scheduled_for_ms"))
+        batch_op.drop_index(batch_op.f("ix_job_runs_name_scheduled_for_ms"))
+
+    op.drop_table("job_runs")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_events_ts_ms_seq"))
         batch_op.drop_index(batch_op.f("ix_events_organization_id_ts_ms"))

@@ -1,0 +1,115 @@
+"""Latency sketches: DDSketch (1 % relative accuracy) behind our own small interface and binary form.
+
+Percentiles are never averaged: a sketch over many periods or organizations is the merge of their
+sketches, and a quantile is read from the merged sketch. Latencies are never negative, so only the
+positive store and the zero count are kept.
+
+Binary form (little-endian): ``u8 version, u8 width, f64 zero_count, f64 sum, f64 min, f64 max,
+i32 first_key, u32 bin_count``, then ``bin_count`` unsigned bin counts of ``width`` bytes (4 or 8).
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ddsketch import DDSketch
+
+RELATIVE_ACCURACY = 0.01
+_VERSION = 1
+_HEADER = struct.Struct("<BBddddiI")
+_U32_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class SketchConfig:
+    relative_accuracy: float = RELATIVE_ACCURACY
+
+
+class LatencySketch:
+    """A mergeable distribution of non-negative values (milliseconds).
+
+    >>> s = LatencySketch(); s.add_many([100, 200, 300]); s.count, round(s.quantile(0.5) or 0)
+    (3, 200)
+    >>> LatencySketch.from_bytes(s.to_bytes()).count
+    3
+    """
+
+    __slots__ = ("_sketch",)
+
+    def __init__(self) -> None:
+        self._sketch = DDSketch(RELATIVE_ACCURACY)
+
+    @property
+    def count(self) -> int:
+        return int(self._sketch.count)
+
+    def add(self, value_ms: float) -> None:
+        self._sketch.add(max(0.0, value_ms))
+
+    def add_many(self, values_ms: Iterable[float]) -> None:
+        add = self._sketch.add
+        for value in values_ms:
+            add(value if value > 0 else 0.0)
+
+    def merge(self, other: LatencySketch) -> None:
+        self._sketch.merge(other._sketch)
+
+    def quantile(self, q: float) -> float | None:
+        """The value at quantile ``q`` (0..1), within 1 % of the exact one; None when empty."""
+        if self._sketch.count == 0:
+            return None
+        value = self._sketch.get_quantile_value(q)
+        return float(value) if value is not None else None
+
+    def to_bytes(self) -> bytes:
+        sk = self._sketch
+        store = sk._store
+        if sk.count == 0:
+            return b""
+        if store.count > 0:
+            first = store.min_key
+            bins = store.bins[first - store.offset : store.max_key - store.offset + 1]
+        else:
+            first, bins = 0, []
+        counts = [round(b) for b in bins]
+        width = 4 if (not counts or max(counts) <= _U32_MAX) else 8
+        body = array("I" if width == 4 else "Q", counts)
+        if body.itemsize != width:  # pragma: no cover - platforms with other int sizes
+            body = array("L" if width == 4 else "Q", counts)
+        header = _HEADER.pack(_VERSION, width, sk._zero_count, sk._sum, sk._min, sk._max, first, len(counts))
+        return header + body.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> LatencySketch:
+        out = cls()
+        if not data:
+            return out
+        version, width, zero_count, total, low, high, first, n = _HEADER.unpack_from(data)
+        if version != _VERSION:
+            raise ValueError(f"unknown sketch version {version}")
+        body = array("I" if width == 4 else "Q")
+        body.frombytes(data[_HEADER.size : _HEADER.size + n * width])
+        sk = out._sketch
+        store = sk._store
+        if n:
+            store.bins = [float(c) for c in body]
+            store.offset = first
+            store.min_key = first
+            store.max_key = first + n - 1
+            store.count = float(sum(body))
+        sk._zero_count = zero_count
+        sk._count = store.count + zero_count
+        sk._sum = total
+        sk._min = low
+        sk._max = high
+        return out
+
+
+def merge_sketches(sketches: Iterable[LatencySketch]) -> LatencySketch:
+    merged = LatencySketch()
+    for sketch in sketches:
+        merged.merge(sketch)
+    return merged

@@ -1,0 +1,47 @@
+"""Scheduled jobs (SPEC 8): definitions, the once-per-tick runner, and the scheduler thread."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from voicemon.domain.periods import Period, period_start
+from voicemon.jobs.runner import JobDefinition, JobOverview, JobRunner
+from voicemon.jobs.scheduler import Scheduler
+from voicemon.service import Services
+from voicemon.service.aggregate import Aggregator
+from voicemon.service.retention import Retention
+
+__all__ = ["JobDefinition", "JobOverview", "JobRunner", "Scheduler", "build_runner"]
+
+
+def build_runner(services: Services) -> JobRunner:
+    """The four jobs of SPEC 8, wired to the service layer."""
+    s = services.settings
+    agg = Aggregator(services.db, services.clock, s)
+    retention = Retention(services.db, services.clock, s)
+
+    def hourly(target_ms: int | None) -> dict[str, object]:
+        if target_ms is None:
+            return agg.hourly_catch_up()
+        return {"aggregated": [period_start(Period.HOURLY, target_ms)], "rows": agg.aggregate_hour(target_ms)}
+
+    def daily(target_ms: int | None) -> dict[str, object]:
+        if target_ms is None:
+            return agg.daily_catch_up()
+        return agg.aggregate_day(target_ms)
+
+    def check(period: Period) -> Callable[[int], None]:
+        def _check(target_ms: int) -> None:
+            agg.ensure_complete(period, period_start(period, target_ms), services.clock.now_ms())
+
+        return _check
+
+    jobs = [
+        JobDefinition("aggregate-hourly", s.schedule_aggregate_hourly, hourly, check(Period.HOURLY)),
+        JobDefinition("aggregate-daily", s.schedule_aggregate_daily, daily, check(Period.DAILY)),
+        JobDefinition(
+            "cleanup-snapshots", s.schedule_cleanup_snapshots, lambda _: retention.cleanup_snapshots()
+        ),
+        JobDefinition("cleanup-events", s.schedule_cleanup_events, lambda _: retention.cleanup_events()),
+    ]
+    return JobRunner(services.db, services.clock, s, jobs)

@@ -1,0 +1,87 @@
+"""Snapshot queries (SPEC 7): history, and the range roll-ups (summary, stages, per organization).
+
+Every roll-up is :func:`~voicemon.domain.snapshot.merge_parts` over stored rows: counts and sums add,
+sketches merge, and percentiles and rates are computed once, from the merged parts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from voicemon.clock import Clock
+from voicemon.domain.access import Principal, Role, aggregate_scope, require_role
+from voicemon.domain.counters import PLATFORM_SCOPE
+from voicemon.domain.periods import Period
+from voicemon.domain.snapshot import SnapshotParts, merge_parts
+from voicemon.domain.timeutil import DAY_MS
+from voicemon.errors import ValidationError
+from voicemon.service.orgs import OrgService
+from voicemon.storage import Database
+from voicemon.storage import snapshots as snapshot_store
+from voicemon.storage.snapshots import ORG_SCOPES, SnapshotRow
+
+DEFAULT_RANGE_MS = {Period.HOURLY: DAY_MS, Period.DAILY: 30 * DAY_MS}
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    period: Period
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """A range merged into one row; ``computed_ms`` is the newest of the merged rows (None if none)."""
+
+    range: Range
+    organization_id: str | None
+    parts: SnapshotParts
+    computed_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgItem:
+    organization_id: str
+    organization_name: str
+    parts: SnapshotParts
+
+
+class MetricsQueries:
+    def __init__(self, db: Database, clock: Clock, orgs: OrgService) -> None:
+        self._db = db
+        self._clock = clock
+        self._orgs = orgs
+
+    def resolve_range(self, period: Period, start_ms: int | None, end_ms: int | None) -> Range:
+        """Fill in a missing end (now) and start (a day of hours, or 30 days); refuse an empty range."""
+        end = end_ms if end_ms is not None else self._clock.now_ms()
+        start = start_ms if start_ms is not None else end - DEFAULT_RANGE_MS[period]
+        if start >= end:
+            raise ValidationError("must be before end", code="empty_range", field="start")
+        return Range(period, start, end)
+
+    def history(self, principal: Principal, r: Range, organization_id: str | None) -> list[SnapshotRow]:
+        """Rows of one scope, oldest first: platform-wide rows only when no organization is named."""
+        scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
+        with self._db.read() as conn:
+            return snapshot_store.load_rows(conn, r.period.value, r.start_ms, r.end_ms, scope)
+
+    def summary(self, principal: Principal, r: Range, organization_id: str | None) -> Merged:
+        rows = self.history(principal, r, organization_id)
+        computed = max((row.computed_ms for row in rows), default=None)
+        return Merged(r, organization_id, merge_parts(row.parts for row in rows), computed)
+
+    def by_organization(self, principal: Principal, r: Range) -> list[OrgItem]:
+        """One merged item per organization with rows in the range: received desc, then id."""
+        require_role(principal, Role.STAFF)
+        with self._db.read() as conn:
+            rows = snapshot_store.load_rows(conn, r.period.value, r.start_ms, r.end_ms, ORG_SCOPES)
+        grouped: dict[str, list[SnapshotParts]] = defaultdict(list)
+        for row in rows:
+            grouped[row.scope].append(row.parts)
+        names = self._orgs.names(grouped)
+        items = [OrgItem(org, names[org], merge_parts(parts)) for org, parts in grouped.items()]
+        items.sort(key=lambda i: (-i.parts.received, i.organization_id))
+        return items

@@ -1,0 +1,64 @@
+"""Retention (SPEC 8): delete every expired row, however old, in bounded batches. Cutoffs are strict."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from voicemon.clock import Clock
+from voicemon.domain.periods import Period
+from voicemon.domain.timeutil import DAY_MS, HOUR_MS
+from voicemon.settings import Settings
+from voicemon.storage import Database
+from voicemon.storage.retention import delete_expired
+
+logger = logging.getLogger(__name__)
+
+
+class Retention:
+    def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
+        self._db = db
+        self._clock = clock
+        self._settings = settings
+
+    def _drain(self, kind: str, cutoff_ms: int, where: dict[str, Any] | None = None) -> int:
+        """Delete batch after batch, each in its own short transaction, until none is left."""
+        batch = self._settings.cleanup_batch_rows
+        total = 0
+        while True:
+            with self._db.write() as conn:
+                deleted = delete_expired(conn, kind, cutoff_ms, batch, where=where)
+            total += deleted
+            if deleted < batch:
+                return total
+
+    def cleanup_snapshots(self) -> dict[str, int]:
+        now_ms = self._clock.now_ms()
+        s = self._settings
+        summary = {
+            "hourly_deleted": self._drain(
+                "snapshots", now_ms - s.hourly_retention_ms, {"period_type": "hourly"}
+            ),
+            "daily_deleted": self._drain(
+                "snapshots", now_ms - s.daily_retention_ms, {"period_type": "daily"}
+            ),
+        }
+        # Version bookkeeping of periods whose rows are gone is dead weight.
+        self._drain("period_versions", now_ms - s.hourly_retention_ms, {"period_type": Period.HOURLY.value})
+        self._drain("period_versions", now_ms - s.daily_retention_ms, {"period_type": Period.DAILY.value})
+        logger.info("snapshots cleaned up", extra={"action": "snapshots_cleaned", **summary})
+        return summary
+
+    def cleanup_events(self) -> dict[str, int]:
+        now_ms = self._clock.now_ms()
+        s = self._settings
+        summary = {
+            "events_deleted": self._drain("events", now_ms - s.event_retention_ms),
+            "minute_counters_deleted": self._drain(
+                "minute_counters", now_ms - s.counter_retention_h * HOUR_MS
+            ),
+            "artifacts_deleted": self._drain("artifacts", now_ms - s.artifact_retention_d * DAY_MS),
+            "job_runs_deleted": self._drain("job_runs", now_ms - s.job_run_retention_d * DAY_MS),
+        }
+        logger.info("events cleaned up", extra={"action": "events_cleaned", **summary})
+        return summary

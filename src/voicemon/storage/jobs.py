@@ -1,0 +1,152 @@
+"""Job runs: insert a tick once, claim pending runs without two workers taking the same, finish, reap."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from voicemon.storage.database import insert_ignore
+from voicemon.storage.tables import job_runs
+
+PENDING = "pending"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    name: str
+    trigger: str
+    scheduled_for_ms: int
+    target_ms: int | None
+    status: str
+    owner: str | None
+    lease_until_ms: int | None
+    started_ms: int | None
+    finished_ms: int | None
+    summary: str | None
+    error: str | None
+
+
+def _record(row: Any) -> RunRecord:
+    return RunRecord(**dict(row._mapping))
+
+
+def insert_tick(conn: Connection, run_id: str, name: str, scheduled_for_ms: int) -> bool:
+    """Insert the pending run of one scheduled tick; False when some scheduler already inserted it."""
+    stmt = insert_ignore(conn, job_runs, ["name", "trigger", "scheduled_for_ms"]).returning(job_runs.c.run_id)
+    row = conn.execute(
+        stmt,
+        [
+            {
+                "run_id": run_id,
+                "name": name,
+                "trigger": "schedule",
+                "scheduled_for_ms": scheduled_for_ms,
+                "status": PENDING,
+            }
+        ],
+    ).first()
+    return row is not None
+
+
+def insert_running(
+    conn: Connection,
+    run_id: str,
+    name: str,
+    now_ms: int,
+    target_ms: int | None,
+    owner: str,
+    lease_until_ms: int,
+) -> RunRecord:
+    """A run requested by hand: recorded as running from the start."""
+    values = {
+        "run_id": run_id,
+        "name": name,
+        "trigger": "manual",
+        "scheduled_for_ms": now_ms,
+        "target_ms": target_ms,
+        "status": RUNNING,
+        "owner": owner,
+        "lease_until_ms": lease_until_ms,
+        "started_ms": now_ms,
+    }
+    conn.execute(job_runs.insert().values(**values))
+    return get_run(conn, run_id)
+
+
+def claim_next(conn: Connection, owner: str, now_ms: int, lease_until_ms: int) -> RunRecord | None:
+    """Take the oldest pending run. On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers claim
+    different runs at once; SQLite's BEGIN IMMEDIATE already makes the claim exclusive."""
+    r = job_runs.c
+    query = select(r.run_id).where(r.status == PENDING).order_by(r.scheduled_for_ms).limit(1)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    run_id = conn.scalar(query)
+    if run_id is None:
+        return None
+    conn.execute(
+        update(job_runs)
+        .where(r.run_id == run_id)
+        .values(status=RUNNING, owner=owner, started_ms=now_ms, lease_until_ms=lease_until_ms)
+    )
+    return get_run(conn, run_id)
+
+
+def finish(
+    conn: Connection, run_id: str, status: str, now_ms: int, summary: str | None, error: str | None
+) -> RunRecord:
+    conn.execute(
+        update(job_runs)
+        .where(job_runs.c.run_id == run_id)
+        .values(status=status, finished_ms=now_ms, summary=summary, error=error, lease_until_ms=None)
+    )
+    return get_run(conn, run_id)
+
+
+def reap_expired(conn: Connection, now_ms: int) -> int:
+    """Runs whose worker stopped renewing their lease (it crashed) are recorded as failed."""
+    r = job_runs.c
+    result = conn.execute(
+        update(job_runs)
+        .where(r.status == RUNNING, r.lease_until_ms < now_ms)
+        .values(status=FAILED, finished_ms=now_ms, error="the worker running it stopped (lease expired)")
+        .returning(r.run_id)
+    )
+    return len(result.all())
+
+
+def get_run(conn: Connection, run_id: str) -> RunRecord:
+    return _record(conn.execute(select(job_runs).where(job_runs.c.run_id == run_id)).one())
+
+
+def last_runs(conn: Connection, names: Sequence[str]) -> dict[str, RunRecord]:
+    """The most recent run of each job (by when it was due), in one query."""
+    r = job_runs.c
+    latest = (
+        select(r.name, func.max(r.scheduled_for_ms).label("at"))
+        .where(r.name.in_(list(names)), r.status != PENDING)
+        .group_by(r.name)
+        .subquery()
+    )
+    query = select(job_runs).join(latest, (r.name == latest.c.name) & (r.scheduled_for_ms == latest.c.at))
+    found: dict[str, RunRecord] = {}
+    for row in conn.execute(query):
+        rec = _record(row)
+        current = found.get(rec.name)
+        if current is None or (rec.started_ms or 0) > (current.started_ms or 0):
+            found[rec.name] = rec
+    return found
+
+
+def list_runs(conn: Connection, name: str | None = None, limit: int = 100) -> list[RunRecord]:
+    r = job_runs.c
+    query = select(job_runs).order_by(r.scheduled_for_ms.desc(), r.run_id.desc()).limit(limit)
+    if name is not None:
+        query = query.where(r.name == name)
+    return [_record(row) for row in conn.execute(query)]

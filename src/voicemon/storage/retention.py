@@ -1,0 +1,35 @@
+"""Batched deletion of expired rows: each call deletes at most ``batch`` rows, oldest first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Column, Connection, Table, delete, select, tuple_
+
+from voicemon.storage.tables import artifacts, events, job_runs, minute_counters, period_versions, snapshots
+
+# What each kind of expiring row is aged by.
+EXPIRING: dict[str, tuple[Table, str]] = {
+    "events": (events, "ts_ms"),
+    "minute_counters": (minute_counters, "minute_ms"),
+    "artifacts": (artifacts, "last_event_at_ms"),
+    "job_runs": (job_runs, "scheduled_for_ms"),
+    "period_versions": (period_versions, "period_start_ms"),
+    "snapshots": (snapshots, "period_start_ms"),
+}
+
+
+def delete_expired(
+    conn: Connection, kind: str, cutoff_ms: int, batch: int, *, where: dict[str, Any] | None = None
+) -> int:
+    """Delete up to ``batch`` rows of ``kind`` whose age column is strictly before ``cutoff_ms``.
+
+    A row exactly at the cutoff is kept. ``where`` adds equality filters (e.g. the snapshot period type).
+    """
+    table, column = EXPIRING[kind]
+    key: list[Column[Any]] = list(table.primary_key.columns)
+    conds = [table.c[column] < cutoff_ms, *(table.c[k] == v for k, v in (where or {}).items())]
+    chosen = select(*key).where(*conds).order_by(table.c[column]).limit(batch)
+    target = key[0] if len(key) == 1 else tuple_(*key)
+    result = conn.execute(delete(table).where(target.in_(chosen)))
+    return int(result.rowcount or 0)

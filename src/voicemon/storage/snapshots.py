@@ -1,0 +1,267 @@
+"""Snapshot rows and the late-data versions of periods; the raw-event reads an hourly aggregation needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, select
+
+from voicemon.domain.aggregation import TypeGroup
+from voicemon.domain.model import STAGE_COMPLETION_TYPES, EventType, Stage
+from voicemon.domain.sketch import LatencySketch
+from voicemon.domain.snapshot import SnapshotParts
+from voicemon.storage.database import upsert_add, upsert_replace
+from voicemon.storage.tables import STAGE_KEYS, artifacts, events, period_versions, snapshots
+
+STREAM_ROWS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    period_type: str
+    period_start_ms: int
+    scope: str
+    computed_ms: int
+    parts: SnapshotParts
+
+
+# --- raw events of one period ---------------------------------------------------------------------------
+
+
+def type_groups(conn: Connection, start_ms: int, end_ms: int) -> list[TypeGroup]:
+    """One pass in SQL: per (organization, event type) counts and exact sums over ``[start_ms, end_ms)``."""
+    e = events.c
+    query = (
+        select(
+            e.organization_id,
+            e.event_type,
+            func.count(),
+            func.coalesce(func.sum(e.cost_nusd), 0),
+            func.coalesce(func.sum(e.confidence_ppb), 0),
+            func.count(e.confidence_ppb),
+            func.coalesce(func.sum(e.claim_count), 0),
+            func.coalesce(func.sum(e.entity_count), 0),
+            func.coalesce(func.sum(e.draft_count), 0),
+        )
+        .where(e.ts_ms >= start_ms, e.ts_ms < end_ms)
+        .group_by(e.organization_id, e.event_type)
+    )
+    return [
+        TypeGroup(org, EventType(t), int(n), int(cost), int(conf), int(nconf), int(cl), int(en), int(dr))
+        for org, t, n, cost, conf, nconf, cl, en, dr in conn.execute(query)
+    ]
+
+
+def stage_durations(conn: Connection, start_ms: int, end_ms: int) -> Iterator[tuple[str | None, str, int]]:
+    """(organization, stage, duration µs) of every stage completion with a known duration, streamed."""
+    e = events.c
+    query = select(e.organization_id, e.pipeline_stage, e.duration_us).where(
+        e.ts_ms >= start_ms,
+        e.ts_ms < end_ms,
+        e.event_type.in_([t.value for t in STAGE_COMPLETION_TYPES]),
+        e.duration_us.is_not(None),
+    )
+    result = conn.execution_options(yield_per=STREAM_ROWS).execute(query)
+    for org, stage, duration in result:
+        yield org, stage, int(duration)
+
+
+def end_to_end_times(conn: Connection, start_ms: int, end_ms: int) -> Iterator[tuple[str | None, int]]:
+    """(organization, completed minus received in µs) of each artifact completion in the period."""
+    e = events.c
+    a = artifacts.c
+    query = (
+        select(e.organization_id, (e.ts_ms - a.received_at_ms) * 1000)
+        .select_from(events.join(artifacts, a.artifact_id == e.artifact_id))
+        .where(
+            e.ts_ms >= start_ms,
+            e.ts_ms < end_ms,
+            e.event_type == EventType.ARTIFACT_COMPLETED.value,
+            a.received_at_ms.is_not(None),
+            a.received_at_ms <= e.ts_ms,
+        )
+    )
+    result = conn.execution_options(yield_per=STREAM_ROWS).execute(query)
+    for org, value in result:
+        yield org, int(value)
+
+
+# --- period versions --------------------------------------------------------------------------------------
+
+
+def bump_versions(conn: Connection, periods: Mapping[tuple[str, int], int]) -> None:
+    """Ingestion: add to the version of every (period type, start) that received events."""
+    if not periods:
+        return
+    rows = [
+        {"period_type": t, "period_start_ms": s, "version": n, "aggregated_version": None}
+        for (t, s), n in sorted(periods.items())
+    ]
+    conn.execute(upsert_add(conn, period_versions, ["period_type", "period_start_ms"], ["version"]), rows)
+
+
+def versions(
+    conn: Connection, period_type: str, start_ms: int, end_ms: int
+) -> dict[int, tuple[int, int | None]]:
+    """(version, aggregated_version) of the periods of a type that start in ``[start_ms, end_ms)``."""
+    v = period_versions.c
+    query = select(v.period_start_ms, v.version, v.aggregated_version).where(
+        v.period_type == period_type, v.period_start_ms >= start_ms, v.period_start_ms < end_ms
+    )
+    return {int(s): (int(ver), None if agg is None else int(agg)) for s, ver, agg in conn.execute(query)}
+
+
+def version_of(conn: Connection, period_type: str, start_ms: int) -> int:
+    v = period_versions.c
+    found = conn.scalar(select(v.version).where(v.period_type == period_type, v.period_start_ms == start_ms))
+    return int(found or 0)
+
+
+# --- snapshot rows ----------------------------------------------------------------------------------------
+
+
+def replace_period(
+    conn: Connection,
+    period_type: str,
+    start_ms: int,
+    parts: Mapping[str, SnapshotParts],
+    computed_ms: int,
+    read_version: int,
+) -> None:
+    """Replace every row of (period_type, start_ms) and record the version the rows were computed from."""
+    conn.execute(
+        delete(snapshots).where(
+            snapshots.c.period_type == period_type, snapshots.c.period_start_ms == start_ms
+        )
+    )
+    rows = [_to_row(period_type, start_ms, scope, p, computed_ms) for scope, p in sorted(parts.items())]
+    conn.execute(snapshots.insert(), rows)
+    conn.execute(
+        upsert_replace(conn, period_versions, ["period_type", "period_start_ms"], ["aggregated_version"]),
+        [
+            {
+                "period_type": period_type,
+                "period_start_ms": start_ms,
+                "version": 0,
+                "aggregated_version": read_version,
+            }
+        ],
+    )
+
+
+ALL_SCOPES = "*all*"
+ORG_SCOPES = "*orgs*"
+
+
+def load_rows(
+    conn: Connection, period_type: str, start_ms: int, end_ms: int, scope: str
+) -> list[SnapshotRow]:
+    """Rows whose period starts in ``[start_ms, end_ms)``, oldest first, for one scope ("" = platform),
+    or for :data:`ORG_SCOPES` (every organization) or :data:`ALL_SCOPES`."""
+    s = snapshots.c
+    conds: list[Any] = [
+        s.period_type == period_type,
+        s.period_start_ms >= start_ms,
+        s.period_start_ms < end_ms,
+    ]
+    if scope == ORG_SCOPES:
+        conds.append(s.scope != "")
+    elif scope != ALL_SCOPES:
+        conds.append(s.scope == scope)
+    query = select(snapshots).where(and_(*conds)).order_by(s.period_start_ms, s.scope)
+    return [_from_row(dict(r._mapping)) for r in conn.execute(query)]
+
+
+def aggregated_starts(conn: Connection, period_type: str, start_ms: int, end_ms: int) -> set[int]:
+    """Period starts in the range that have a platform row (that is, that were aggregated)."""
+    s = snapshots.c
+    query = select(s.period_start_ms).where(
+        s.period_type == period_type, s.scope == "", s.period_start_ms >= start_ms, s.period_start_ms < end_ms
+    )
+    return {int(v) for v in conn.scalars(query)}
+
+
+def _to_row(
+    period_type: str, start_ms: int, scope: str, p: SnapshotParts, computed_ms: int
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "period_type": period_type,
+        "period_start_ms": start_ms,
+        "scope": scope,
+        "computed_ms": computed_ms,
+        "artifacts_received": p.received,
+        "artifacts_completed": p.completed,
+        "artifacts_failed": p.failed,
+        "e2e_count": p.end_to_end.count,
+        "e2e_sum_us": p.end_to_end.sum_us,
+        "transcript_confidence_sum_ppb": p.transcript_confidence_sum_ppb,
+        "transcript_confidence_count": p.transcript_confidence_count,
+        "claim_confidence_sum_ppb": p.claim_confidence_sum_ppb,
+        "claim_confidence_count": p.claim_confidence_count,
+        "auto_resolved": p.auto_resolved,
+        "needs_disambiguation": p.needs_disambiguation,
+        "total_claims": p.claims,
+        "total_entities": p.entities,
+        "total_drafts": p.drafts,
+        "cost_nusd": p.cost_nusd,
+    }
+    blobs: list[bytes] = []
+    for key in STAGE_KEYS:
+        stage = p.stages[Stage(key)]
+        row[f"{key}_completed"] = stage.completed
+        row[f"{key}_failed"] = stage.failed
+        row[f"{key}_latency_count"] = stage.latency.count
+        row[f"{key}_latency_sum_us"] = stage.latency.sum_us
+        blobs.append(stage.latency.sketch.to_bytes())
+    blobs.append(p.end_to_end.sketch.to_bytes())
+    row["sketches"] = _pack(blobs)
+    return row
+
+
+def _pack(blobs: Sequence[bytes]) -> bytes:
+    out = bytearray()
+    for blob in blobs:
+        out += len(blob).to_bytes(4, "little") + blob
+    return bytes(out)
+
+
+def _unpack(data: bytes) -> list[bytes]:
+    blobs: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        blobs.append(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return blobs
+
+
+def _from_row(m: Mapping[str, Any]) -> SnapshotRow:
+    blobs = _unpack(bytes(m["sketches"]))
+    p = SnapshotParts(
+        received=m["artifacts_received"],
+        completed=m["artifacts_completed"],
+        failed=m["artifacts_failed"],
+        transcript_confidence_sum_ppb=m["transcript_confidence_sum_ppb"],
+        transcript_confidence_count=m["transcript_confidence_count"],
+        claim_confidence_sum_ppb=m["claim_confidence_sum_ppb"],
+        claim_confidence_count=m["claim_confidence_count"],
+        auto_resolved=m["auto_resolved"],
+        needs_disambiguation=m["needs_disambiguation"],
+        claims=m["total_claims"],
+        entities=m["total_entities"],
+        drafts=m["total_drafts"],
+        cost_nusd=m["cost_nusd"],
+    )
+    for i, key in enumerate(STAGE_KEYS):
+        stage = p.stages[Stage(key)]
+        stage.completed = m[f"{key}_completed"]
+        stage.failed = m[f"{key}_failed"]
+        stage.latency.count = m[f"{key}_latency_count"]
+        stage.latency.sum_us = m[f"{key}_latency_sum_us"]
+        stage.latency.sketch = LatencySketch.from_bytes(blobs[i] if i < len(blobs) else b"")
+    p.end_to_end.count = m["e2e_count"]
+    p.end_to_end.sum_us = m["e2e_sum_us"]
+    p.end_to_end.sketch = LatencySketch.from_bytes(blobs[4] if len(blobs) > 4 else b"")
+    return SnapshotRow(m["period_type"], m["period_start_ms"], m["scope"], m["computed_ms"], p)
