@@ -10,7 +10,9 @@ from voicemon.domain.timeutil import format_time
 _ids = itertools.count(1)
 
 
-def ev(event_type: str, artifact_id: str | None = "a1", ts_ms: int | None = None, **fields: Any) -> dict[str, Any]:
+def ev(
+    event_type: str, artifact_id: str | None = "a1", ts_ms: int | None = None, **fields: Any
+) -> dict[str, Any]:
     """A JSON event as the pipeline would send it; ``ts_ms`` becomes an RFC 3339 timestamp."""
     body: dict[str, Any] = {"event_id": f"e-{next(_ids)}", "event_type": event_type}
     if artifact_id is not None:

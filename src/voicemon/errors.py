@@ -6,6 +6,8 @@
     ├── AuthError              missing or unknown API key (HTTP 401)
     ├── ForbiddenError         role or organization scope refuses it (HTTP 403)
     ├── ConflictError          the state does not allow it (HTTP 409)
+    │   └── IntegrityConflict  a unique rule of the database refused a write
+    ├── RateLimitError         too many of something in a window (HTTP 429)
     └── StorageError           the database failed; wraps the driver error (HTTP 503)
 
 The API maps these to HTTP in one handler; every other layer raises them and never returns error codes.
@@ -45,6 +47,14 @@ class ForbiddenError(VoicemonError):
 
 class ConflictError(VoicemonError):
     code = "conflict"
+
+
+class IntegrityConflict(ConflictError):
+    code = "conflict"
+
+
+class RateLimitError(VoicemonError):
+    code = "rate_limited"
 
 
 class StorageError(VoicemonError):

@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     scheduler_poll_s: float = Field(default=5.0, gt=0)
     # Rows deleted per retention transaction.
     cleanup_batch_rows: int = Field(default=5000, ge=1)
+    # Delivery of retry commands (SPEC 9): attempts, exponential backoff with jitter, per-request timeout.
+    retry_delivery_max_attempts: int = Field(default=8, ge=1)
+    retry_backoff_base_s: float = Field(default=1.0, gt=0)
+    retry_backoff_cap_s: float = Field(default=300.0, gt=0)
+    retry_webhook_timeout_s: float = Field(default=5.0, gt=0)
+    # How long one delivery may take before another worker may try the same entry again.
+    outbox_lease_s: float = Field(default=60.0, gt=0)
+    dispatcher_poll_s: float = Field(default=0.5, gt=0)
     # How long a verified API key is trusted before it is looked up again (revocation delay).
     key_cache_s: float = Field(default=2.0, ge=0)
     # Largest group of events the writer commits in one transaction.

@@ -27,7 +27,13 @@ def test_no_server_errors(api: Api, mode: GenerationMode) -> None:
             continue
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=30, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=30,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
         def run(case: Any) -> None:
             r = case.call_and_validate(headers=headers, checks=[not_a_server_error])
             seen[r.status_code] += 1

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicemon import __version__
 from voicemon.api import routes_artifacts, routes_events, routes_jobs, routes_metrics, routes_orgs
+from voicemon.api.deps import reject_nul_characters
 from voicemon.api.routes_events import BadRequest, PayloadTooLarge
 from voicemon.api.schemas import EventBatchIn, EventIn, HealthOut
 from voicemon.clock import Clock
@@ -24,6 +25,7 @@ from voicemon.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    RateLimitError,
     StorageError,
     ValidationError,
     VoicemonError,
@@ -42,6 +44,7 @@ _STATUS: list[tuple[type[VoicemonError], int]] = [
     (ConflictError, 409),
     (PayloadTooLarge, 413),
     (ValidationError, 422),
+    (RateLimitError, 429),
     (StorageError, 503),
 ]
 
@@ -56,6 +59,7 @@ def create_app(
     clock: Clock | None = None,
     services: Services | None = None,
     run_scheduler: bool = False,
+    run_dispatcher: bool = True,
 ) -> FastAPI:
     """Build the app; its lifespan migrates the database, runs the ingest writer and, when asked, the
     job scheduler."""
@@ -65,7 +69,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        svc.start()
+        svc.start(run_dispatcher=run_dispatcher)
         if scheduler is not None:
             scheduler.start()
         try:
@@ -80,6 +84,7 @@ def create_app(
         version=__version__,
         description="Observability and operations for multi-tenant AI voice-note pipelines.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_nul_characters)],
     )
     app.state.services = svc
     app.state.jobs = runner

@@ -16,8 +16,13 @@ def parse_time_param(name: str, value: str | None) -> int | None:
     """A query-string time: RFC 3339 with offset, or epoch milliseconds as digits."""
     if value is None:
         return None
+    candidate: str | int = value
+    if value.lstrip("-").isdigit():
+        try:
+            candidate = int(value)
+        except ValueError:  # "--1", "²", or more digits than int() parses: not epoch ms
+            candidate = value
     try:
-        candidate: str | int = int(value) if value.lstrip("-").isdigit() else value
         return parse_time(candidate)
     except TimeParseError as exc:
         raise ValidationError(f"{name} {exc}", code=exc.code, field=name) from None

@@ -8,6 +8,7 @@ import orjson
 
 from voicemon.domain.artifacts import ArtifactState
 from voicemon.domain.events import nusd_to_usd
+from voicemon.domain.retries import Retry
 from voicemon.domain.snapshot import SnapshotParts, render_parts
 from voicemon.domain.timeutil import format_time
 from voicemon.service.queries import Realtime
@@ -110,5 +111,21 @@ def run_out(r: RunRecord) -> dict[str, Any]:
         "started_at": _time(r.started_ms),
         "finished_at": _time(r.finished_ms),
         "summary": orjson.loads(r.summary) if r.summary else None,
+        "error": r.error,
+    }
+
+
+def retry_out(r: Retry) -> dict[str, Any]:
+    return {
+        "retry_id": r.retry_id,
+        "artifact_id": r.artifact_id,
+        "stage": r.stage.value,
+        "attempt": r.attempt,
+        "requested_by": r.requested_by,
+        "reason": r.reason,
+        "status": r.status.value,
+        "created_at": format_time(r.created_ms),
+        "dispatched_at": _time(r.dispatched_ms),
+        "finished_at": _time(r.finished_ms),
         "error": r.error,
     }

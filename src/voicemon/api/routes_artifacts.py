@@ -8,11 +8,13 @@ from fastapi import APIRouter, Path, Query
 
 from voicemon.api.deps import PrincipalDep, ServicesDep
 from voicemon.api.params import LimitQuery
-from voicemon.api.render import artifact_out, event_out
-from voicemon.api.schemas import ArtifactDetailOut, ArtifactPage, ErrorReply
+from voicemon.api.render import artifact_out, event_out, retry_out
+from voicemon.api.schemas import ArtifactDetailOut, ArtifactPage, ErrorReply, RetryIn, RetryList, RetryOut
 from voicemon.domain.access import Role, require_role
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+
+ArtifactPath = Annotated[str, Path(min_length=1, max_length=128)]
 
 StatusFilter = Literal[
     "received", "transcribing", "transcribed", "processing", "completed", "failed", "active", "stuck"
@@ -42,11 +44,41 @@ def list_artifacts(
 def get_artifact(
     services: ServicesDep,
     principal: PrincipalDep,
-    artifact_id: Annotated[str, Path(min_length=1, max_length=128)],
+    artifact_id: ArtifactPath,
 ) -> dict[str, Any]:
     require_role(principal, Role.VIEWER, Role.STAFF)
     detail = services.queries.artifact(principal, artifact_id)
     body = artifact_out(detail.summary, detail.stuck)
     body["timeline"] = [event_out(e) for e in detail.timeline]
-    body["retries"] = []
+    body["retries"] = [retry_out(r) for r in services.retries.list(principal, artifact_id)]
     return body
+
+
+@router.post(
+    "/{artifact_id}/retries",
+    status_code=202,
+    response_model=RetryOut,
+    responses={
+        403: {"model": ErrorReply},
+        404: {"model": ErrorReply},
+        409: {"model": ErrorReply},
+        429: {"model": ErrorReply},
+    },
+    summary="Retry a failed artifact from one stage or in full (staff)",
+)
+def post_retry(
+    services: ServicesDep, principal: PrincipalDep, artifact_id: ArtifactPath, body: RetryIn
+) -> dict[str, Any]:
+    """Committed in one transaction; the pipeline is told after the commit, and the retry's outcome is
+    followed from the artifact's next completion or failure."""
+    return retry_out(services.retries.request(principal, artifact_id, body.stage, body.reason))
+
+
+@router.get(
+    "/{artifact_id}/retries",
+    response_model=RetryList,
+    responses={404: {"model": ErrorReply}},
+    summary="Retry history of one artifact, oldest first",
+)
+def list_retries(services: ServicesDep, principal: PrincipalDep, artifact_id: ArtifactPath) -> dict[str, Any]:
+    return {"items": [retry_out(r) for r in services.retries.list(principal, artifact_id)]}

@@ -121,7 +121,7 @@ class ArtifactPage(BaseModel):
 
 class ArtifactDetailOut(ArtifactOut):
     timeline: list[EventOut]
-    retries: list[dict[str, Any]]
+    retries: list[RetryOut]
 
 
 class RealtimeCounts(BaseModel):
@@ -257,3 +257,29 @@ class RunList(BaseModel):
 
 class RunIn(Strict):
     target: TimeIn | None = Field(None, description=TIME_DESCRIPTION + "; the period containing it is run")
+
+
+class RetryIn(Strict):
+    stage: Literal["transcription", "claims_extraction", "entity_resolution", "draft_generation", "full"]
+    reason: str | None = Field(None, max_length=2000, description="why; kept with the retry record")
+
+
+class RetryOut(BaseModel):
+    retry_id: str
+    artifact_id: str
+    stage: Literal["transcription", "claims_extraction", "entity_resolution", "draft_generation", "full"]
+    attempt: int
+    requested_by: str
+    reason: str | None
+    status: Literal["pending", "dispatched", "succeeded", "failed"]
+    created_at: str
+    dispatched_at: str | None
+    finished_at: str | None
+    error: str | None
+
+
+class RetryList(BaseModel):
+    items: list[RetryOut]
+
+
+ArtifactDetailOut.model_rebuild()

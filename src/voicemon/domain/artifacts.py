@@ -20,6 +20,7 @@ from voicemon.domain.model import (
     Status,
     status_set_by,
 )
+from voicemon.domain.retries import RESET_STAGE, RESET_STATUS, RetryStage
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +101,47 @@ def apply_event(state: ArtifactState, event: Event) -> tuple[ArtifactState, Even
         if known is None or event.timestamp_ms >= known:
             changes["stage_started_ms"] = {**state.stage_started_ms, started_stage.value: event.timestamp_ms}
 
+    if event.event_type is EventType.RETRY_INITIATED:
+        changes.update(_retry_reset(state, event))
+    elif (
+        event.event_type is EventType.RETRY_FAILED
+        and state.status is not Status.FAILED
+        and (state.status_at_ms is None or event.timestamp_ms >= state.status_at_ms)
+    ):
+        changes.update(_status_change(state, event, Status.FAILED))
+        changes["failed_stage"] = _retry_stage_of(event)
     status = status_set_by(event.event_type, event.new_status)
     if status is not None and (state.status_at_ms is None or event.timestamp_ms >= state.status_at_ms):
         changes.update(_status_change(state, event, status))
     return replace(state, **changes), event  # type: ignore[arg-type]
+
+
+def _retry_stage(event: Event) -> RetryStage | None:
+    value = event.metadata.get("retry_stage") if event.metadata else None
+    try:
+        return RetryStage(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _retry_stage_of(event: Event) -> Stage | None:
+    stage = _retry_stage(event)
+    return RESET_STAGE[stage] if stage is not None and stage is not RetryStage.FULL else None
+
+
+def _retry_reset(state: ArtifactState, event: Event) -> dict[str, object]:
+    """A retry starts the artifact again from its stage (SPEC 9). The reset counts as a status change at
+    the retry's time, so older events arriving late cannot undo it."""
+    changes: dict[str, object] = {"retry_count": state.retry_count + 1}
+    stage = _retry_stage(event)
+    if stage is not None and (state.status_at_ms is None or event.timestamp_ms >= state.status_at_ms):
+        changes.update(
+            status=RESET_STATUS[stage],
+            status_at_ms=event.timestamp_ms,
+            current_stage=RESET_STAGE[stage],
+            failed_stage=None,
+        )
+    return changes
 
 
 def _status_change(state: ArtifactState, event: Event, status: Status) -> dict[str, object]:

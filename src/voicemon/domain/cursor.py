@@ -12,6 +12,8 @@ from voicemon.errors import ValidationError
 
 K = TypeVar("K", int, str)
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 
 def encode_cursor(kind: str, key: tuple[int, int | str]) -> str:
     raw = orjson.dumps([kind, *key])
@@ -29,10 +31,17 @@ def decode_cursor(cursor: str, kind: str, second: type[K]) -> tuple[int, K]:
         isinstance(value, list)
         and len(value) == 3
         and value[0] == kind
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-        and isinstance(value[2], second)
-        and not isinstance(value[2], bool)
+        and _fits(value[1], int)
+        and _fits(value[2], second)
     ):
         return value[1], value[2]
     raise ValidationError("is not a cursor this list returned", code="invalid_cursor", field="cursor")
+
+
+def _fits(value: object, kind: type) -> bool:
+    """A key part the database can compare: a 64-bit integer, or a string without NUL (PostgreSQL text)."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    if isinstance(value, int):
+        return _INT64_MIN <= value <= _INT64_MAX
+    return isinstance(value, str) and "\x00" not in value

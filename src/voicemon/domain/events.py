@@ -147,6 +147,9 @@ class _Checker:
         if len(value) > max_chars:
             self.fail(field, "too_long", f"must be at most {max_chars} characters")
             return None
+        if "\x00" in value:  # PostgreSQL text cannot hold it; refused alike on every database
+            self.fail(field, "invalid_character", "must not contain NUL characters")
+            return None
         return value
 
     def number(self, field: str, value: object, low: float, high: float | None) -> float | None:

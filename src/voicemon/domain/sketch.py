@@ -10,6 +10,7 @@ i32 first_key, u32 bin_count``, then ``bin_count`` unsigned bin counts of ``widt
 
 from __future__ import annotations
 
+import math
 import struct
 from array import array
 from collections.abc import Iterable
@@ -58,11 +59,22 @@ class LatencySketch:
         self._sketch.merge(other._sketch)
 
     def quantile(self, q: float) -> float | None:
-        """The value at quantile ``q`` (0..1), within 1 % of the exact one; None when empty."""
-        if self._sketch.count == 0:
+        """The nearest-rank quantile (the smallest sample with at least ``q`` of all samples at or below
+        it), within 1 % of the exact one; None when empty.
+
+        DDSketch's own ``get_quantile_value`` takes the rank ``q * (n - 1)`` rounded down, which reports
+        the third of four samples as their p95; an operator reading "p95" expects 95 % of samples at or
+        below it, so the rank is ``ceil(q * n) - 1`` here.
+        """
+        sk = self._sketch
+        n = int(sk.count)
+        if n == 0:
             return None
-        value = self._sketch.get_quantile_value(q)
-        return float(value) if value is not None else None
+        rank = min(n - 1, max(0, math.ceil(q * n) - 1))
+        if rank < sk._zero_count:
+            return 0.0
+        key = sk._store.key_at_rank(rank - sk._zero_count)
+        return float(sk._mapping.value(key))
 
     def to_bytes(self) -> bytes:
         sk = self._sketch

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 from voicemon.clock import Clock, SystemClock
 from voicemon.domain.access import Principal, Role, require_role
+from voicemon.service.dispatch import RetryDispatcher, RetryHandler, WebhookHandler
 from voicemon.service.ingest import IngestResult, validate_items
 from voicemon.service.keys import KeyService
 from voicemon.service.metrics import MetricsQueries
 from voicemon.service.orgs import OrgService
 from voicemon.service.queries import Queries
+from voicemon.service.retries import RetryService
 from voicemon.service.writer import GroupCommitWriter
 from voicemon.settings import Settings
 from voicemon.storage import Database, migrate
@@ -20,7 +22,13 @@ from voicemon.storage import Database, migrate
 class Services:
     """Build with settings (and, in tests, a clock); ``start`` migrates and starts the writer thread."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None, db: Database | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        db: Database | None = None,
+        retry_handler: RetryHandler | None = None,
+    ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.db = db or Database(settings.database_url)
@@ -29,13 +37,30 @@ class Services:
         self.keys = KeyService(self.db, self.clock, settings.key_cache_s)
         self.orgs = OrgService(self.db, self.clock)
         self.metrics = MetricsQueries(self.db, self.clock, self.orgs)
+        if retry_handler is None and settings.retry_webhook_url:
+            secret = settings.retry_webhook_secret
+            retry_handler = WebhookHandler(
+                settings.retry_webhook_url,
+                secret.get_secret_value() if secret else None,
+                settings.retry_webhook_timeout_s,
+            )
+        self.dispatcher = RetryDispatcher(self.db, self.clock, settings, retry_handler)
+        self.retries = RetryService(self.db, self.clock, on_commit=self.dispatcher.wake)
 
-    def start(self, *, migrate_schema: bool = True) -> None:
+    def start(self, *, migrate_schema: bool = True, run_dispatcher: bool = False) -> None:
+        """Migrate, start the ingest writer and, when asked, the retry dispatcher thread."""
         if migrate_schema:
             migrate.upgrade(self.db)
         self.writer.start()
+        if run_dispatcher:
+            self.dispatcher.start()
+
+    def set_retry_handler(self, handler: RetryHandler) -> None:
+        """Register the in-process callable that tells an embedding pipeline to retry (library API)."""
+        self.dispatcher.handler = handler
 
     def stop(self) -> None:
+        self.dispatcher.stop()
         self.writer.stop()
         self.db.dispose()
 

@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from voicemon.domain.access import Principal
-from voicemon.domain.artifacts import fold
+from voicemon.domain.artifacts import ArtifactState, fold
 from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.events import Event, FieldError, ValidationContext, validate_event
 from voicemon.domain.ids import time_ordered_id
 from voicemon.domain.periods import touched_periods
+from voicemon.domain.retries import EventMaker, decide_outcomes
 from voicemon.storage import artifacts as artifact_store
 from voicemon.storage import counters as counter_store
 from voicemon.storage import events as event_store
+from voicemon.storage import retries as retry_store
 from voicemon.storage import snapshots as snapshot_store
 
 MAX_BATCH_EVENTS = 1000
@@ -89,7 +91,11 @@ def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[s
 
     artifact_ids = {e.artifact_id for e in fresh if e.artifact_id is not None}
     before = artifact_store.lock_artifacts(conn, sorted(artifact_ids), now_ms)
-    after, timed = fold(fresh, before)
+    # A completion or failure of an artifact with a retry in flight ends that retry (SPEC 9), and the
+    # retry_succeeded / retry_failed event it logs is stored with the events that caused it.
+    flying = retry_store.in_flight(conn, sorted(artifact_ids))
+    outcomes = decide_outcomes(fresh, flying, EventMaker(_context(before, fresh), now_ms)) if flying else []
+    after, timed = fold([*fresh, *(o.event for o in outcomes)], before)
 
     inserted = event_store.insert_events(conn, timed)
     if len(inserted) != len(timed):
@@ -97,4 +103,17 @@ def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[s
     artifact_store.save_artifacts(conn, [after[i] for i in sorted(artifact_ids)], set(before))
     counter_store.add_to_buckets(conn, bucket_deltas(timed))
     snapshot_store.bump_versions(conn, touched_periods(timed))
+    retry_store.finish_many(conn, outcomes)
     return inserted
+
+
+def _context(
+    before: dict[str, ArtifactState], fresh: Sequence[Event]
+) -> dict[str, tuple[str | None, str | None]]:
+    """Organization and voice note of each artifact, for the events a retry logs."""
+    out = {aid: (s.organization_id, s.voice_note_id) for aid, s in before.items()}
+    for e in fresh:
+        if e.artifact_id is not None:
+            org, note = out.get(e.artifact_id, (None, None))
+            out[e.artifact_id] = (org or e.organization_id, note or e.voice_note_id)
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from voicemon.storage import keys as key_store
 from voicemon.storage.keys import KeyRecord
 
 PREFIX = "vm"
+# What ``create`` makes: 8 random bytes in hex. Anything else is refused before the database is asked.
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,7 @@ class KeyService:
         if not presented:
             raise AuthError("an API key is required: Authorization: Bearer <key>", code="missing_key")
         parts = presented.split("_", 2)
-        if len(parts) != 3 or parts[0] != PREFIX:
+        if len(parts) != 3 or parts[0] != PREFIX or not _KEY_ID.fullmatch(parts[1]):
             raise AuthError("the API key is not valid", code="invalid_key")
         _, key_id, secret = parts
         now_ms = self._clock.now_ms()

@@ -33,6 +33,11 @@ class OrgService:
             raise ValidationError(
                 f"must be 1 to {MAX_NAME_CHARS} characters and not blank", code="invalid_length", field="name"
             )
+        for field, value in (("organization_id", organization_id), ("name", name)):
+            if "\x00" in value:  # PostgreSQL text cannot hold it; refused alike on every database
+                raise ValidationError(
+                    "must not contain NUL characters", code="invalid_character", field=field
+                )
         with self._db.write() as conn:
             return org_store.put_org(conn, organization_id, name, self._clock.now_ms())
 

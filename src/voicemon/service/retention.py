@@ -59,6 +59,9 @@ class Retention:
             ),
             "artifacts_deleted": self._drain("artifacts", now_ms - s.artifact_retention_d * DAY_MS),
             "job_runs_deleted": self._drain("job_runs", now_ms - s.job_run_retention_d * DAY_MS),
+            # Retry history outlives raw events: it is kept as long as artifact summaries.
+            "retries_deleted": self._drain("retries", now_ms - s.artifact_retention_d * DAY_MS),
+            "outbox_deleted": self._drain("outbox", now_ms - s.job_run_retention_d * DAY_MS),
         }
         logger.info("events cleaned up", extra={"action": "events_cleaned", **summary})
         return summary

@@ -7,15 +7,18 @@ read-modify-write needs it (:func:`lock_for_update`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, Select, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from voicemon.errors import StorageError
+from voicemon.errors import IntegrityConflict, StorageError
+
+logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "voicemon_write"
@@ -48,7 +51,10 @@ class Database:
                 conn = plain.execution_options(**{_WRITE_OPTION: True})
                 with conn.begin():
                     yield conn
+        except IntegrityError as exc:
+            raise IntegrityConflict("a unique rule refused the write") from exc
         except (OperationalError, DBAPIError) as exc:
+            logger.warning("database write failed", exc_info=True, extra={"action": "db_write_failed"})
             raise StorageError(f"database write failed: {exc.__class__.__name__}") from exc
 
     def ping(self) -> bool:
@@ -89,11 +95,11 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def insert_ignore(conn: Connection, table: Table, keys: Sequence[str]) -> Insert:
-    """INSERT that skips rows whose unique ``keys`` already exist."""
+def insert_ignore(conn: Connection, table: Table, keys: Sequence[str], where: Any = None) -> Insert:
+    """INSERT that skips rows whose unique ``keys`` already exist (``where``: of a partial unique index)."""
     if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys), index_where=where)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys), index_where=where)
 
 
 def upsert_add(conn: Connection, table: Table, keys: Sequence[str], columns: Sequence[str]) -> Insert:

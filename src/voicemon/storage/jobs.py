@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, select, text, update
 
 from voicemon.storage.database import insert_ignore
 from voicemon.storage.tables import job_runs
 
+SCHEDULED = text("trigger = 'schedule'")
 PENDING = "pending"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -39,7 +40,9 @@ def _record(row: Any) -> RunRecord:
 
 def insert_tick(conn: Connection, run_id: str, name: str, scheduled_for_ms: int) -> bool:
     """Insert the pending run of one scheduled tick; False when some scheduler already inserted it."""
-    stmt = insert_ignore(conn, job_runs, ["name", "trigger", "scheduled_for_ms"]).returning(job_runs.c.run_id)
+    stmt = insert_ignore(conn, job_runs, ["name", "scheduled_for_ms"], where=SCHEDULED).returning(
+        job_runs.c.run_id
+    )
     row = conn.execute(
         stmt,
         [

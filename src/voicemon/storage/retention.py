@@ -6,7 +6,16 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Table, delete, select, tuple_
 
-from voicemon.storage.tables import artifacts, events, job_runs, minute_counters, period_versions, snapshots
+from voicemon.storage.tables import (
+    artifacts,
+    events,
+    job_runs,
+    minute_counters,
+    outbox,
+    period_versions,
+    retries,
+    snapshots,
+)
 
 # What each kind of expiring row is aged by.
 EXPIRING: dict[str, tuple[Table, str]] = {
@@ -16,6 +25,8 @@ EXPIRING: dict[str, tuple[Table, str]] = {
     "job_runs": (job_runs, "scheduled_for_ms"),
     "period_versions": (period_versions, "period_start_ms"),
     "snapshots": (snapshots, "period_start_ms"),
+    "retries": (retries, "created_ms"),
+    "outbox": (outbox, "created_ms"),
 }
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -183,8 +184,8 @@ period_versions = Table(
     Column("aggregated_version", BigInteger),
 )
 
-# Every job run, scheduled or by hand. (name, trigger, scheduled_for_ms) is unique, so each scheduled tick
-# is inserted once however many schedulers race for it.
+# Every job run, scheduled or by hand. (name, scheduled_for_ms) is unique among scheduled runs, so each
+# tick is inserted once however many schedulers race for it.
 job_runs = Table(
     "job_runs",
     metadata,
@@ -200,7 +201,60 @@ job_runs = Table(
     Column("finished_ms", BigInteger),
     Column("summary", Text),
     Column("error", Text),
-    UniqueConstraint("name", "trigger", "scheduled_for_ms"),
+    Index(
+        "uq_job_runs_scheduled_tick",
+        "name",
+        "scheduled_for_ms",
+        unique=True,
+        sqlite_where=text("trigger = 'schedule'"),
+        postgresql_where=text("trigger = 'schedule'"),
+    ),
     Index(None, "status", "scheduled_for_ms"),
     Index(None, "name", "scheduled_for_ms"),
+)
+
+# Retry records (SPEC 9). At most one retry of an artifact is in flight (partial unique index), and
+# attempts are numbered once per artifact (unique). Kept as long as artifact summaries, beyond raw events.
+retries = Table(
+    "retries",
+    metadata,
+    Column("retry_id", String(36), primary_key=True),
+    Column("artifact_id", String(ID), nullable=False),
+    Column("stage", String(32), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("reason", Text),
+    Column("status", String(16), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("dispatched_ms", BigInteger),
+    Column("finished_ms", BigInteger),
+    Column("error", Text),
+    UniqueConstraint("artifact_id", "attempt"),
+    Index(
+        "uq_retries_in_flight",
+        "artifact_id",
+        unique=True,
+        sqlite_where=text("status IN ('pending', 'dispatched')"),
+        postgresql_where=text("status IN ('pending', 'dispatched')"),
+    ),
+    Index(None, "created_ms"),
+)
+
+# Commands to deliver after commit (transactional outbox). ``next_attempt_ms`` doubles as the claim: a
+# worker that takes an entry pushes it into the future by a lease, so no other worker takes it meanwhile,
+# and an entry whose worker died comes due again.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("outbox_id", SeqType, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("ref_id", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("finished_ms", BigInteger),
+    Column("last_error", Text),
+    Index(None, "status", "next_attempt_ms"),
 )

@@ -122,9 +122,6 @@ def upgrade() -> None:
         sa.Column("summary", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("run_id", name=op.f("pk_job_runs")),
-        sa.UniqueConstraint(
-            "name", "trigger", "scheduled_for_ms", name=op.f("uq_job_runs_name_trigger_scheduled_for_ms")
-        ),
     )
     with op.batch_alter_table("job_runs", schema=None) as batch_op:
         batch_op.create_index(
@@ -132,6 +129,13 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             batch_op.f("ix_job_runs_status_scheduled_for_ms"), ["status", "scheduled_for_ms"], unique=False
+        )
+        batch_op.create_index(
+            "uq_job_runs_scheduled_tick",
+            ["name", "scheduled_for_ms"],
+            unique=True,
+            sqlite_where=sa.text("trigger = 'schedule'"),
+            postgresql_where=sa.text("trigger = 'schedule'"),
         )
 
     op.create_table(
@@ -160,6 +164,30 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("organization_id", name=op.f("pk_orgs")),
     )
     op.create_table(
+        "outbox",
+        sa.Column(
+            "outbox_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("ref_id", sa.String(length=64), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_ms", sa.BigInteger(), nullable=False),
+        sa.Column("created_ms", sa.BigInteger(), nullable=False),
+        sa.Column("finished_ms", sa.BigInteger(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("outbox_id", name=op.f("pk_outbox")),
+    )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_outbox_status_next_attempt_ms"), ["status", "next_attempt_ms"], unique=False
+        )
+
+    op.create_table(
         "period_versions",
         sa.Column("period_type", sa.String(length=8), nullable=False),
         sa.Column("period_start_ms", sa.BigInteger(), nullable=False),
@@ -167,6 +195,32 @@ def upgrade() -> None:
         sa.Column("aggregated_version", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("period_type", "period_start_ms", name=op.f("pk_period_versions")),
     )
+    op.create_table(
+        "retries",
+        sa.Column("retry_id", sa.String(length=36), nullable=False),
+        sa.Column("artifact_id", sa.String(length=128), nullable=False),
+        sa.Column("stage", sa.String(length=32), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("requested_by", sa.String(length=200), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("created_ms", sa.BigInteger(), nullable=False),
+        sa.Column("dispatched_ms", sa.BigInteger(), nullable=True),
+        sa.Column("finished_ms", sa.BigInteger(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("retry_id", name=op.f("pk_retries")),
+        sa.UniqueConstraint("artifact_id", "attempt", name=op.f("uq_retries_artifact_id_attempt")),
+    )
+    with op.batch_alter_table("retries", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_retries_created_ms"), ["created_ms"], unique=False)
+        batch_op.create_index(
+            "uq_retries_in_flight",
+            ["artifact_id"],
+            unique=True,
+            sqlite_where=sa.text("status IN ('pending', 'dispatched')"),
+            postgresql_where=sa.text("status IN ('pending', 'dispatched')"),
+        )
+
     op.create_table(
         "snapshots",
         sa.Column("period_type", sa.String(length=8), nullable=False),
@@ -223,13 +277,31 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_snapshots_period_type_scope_period_start_ms"))
 
     op.drop_table("snapshots")
+    with op.batch_alter_table("retries", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_retries_in_flight",
+            sqlite_where=sa.text("status IN ('pending', 'dispatched')"),
+            postgresql_where=sa.text("status IN ('pending', 'dispatched')"),
+        )
+        batch_op.drop_index(batch_op.f("ix_retries_created_ms"))
+
+    op.drop_table("retries")
     op.drop_table("period_versions")
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbox_status_next_attempt_ms"))
+
+    op.drop_table("outbox")
     op.drop_table("orgs")
     with op.batch_alter_table("minute_counters", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_minute_counters_minute_ms"))
 
     op.drop_table("minute_counters")
     with op.batch_alter_table("job_runs", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_job_runs_scheduled_tick",
+            sqlite_where=sa.text("trigger = 'schedule'"),
+            postgresql_where=sa.text("trigger = 'schedule'"),
+        )
         batch_op.drop_index(batch_op.f("ix_job_runs_status_scheduled_for_ms"))
         batch_op.drop_index(batch_op.f("ix_job_runs_name_scheduled_for_ms"))
 

@@ -1,0 +1,174 @@
+"""Retry rules (SPEC 9), without I/O: what a retry resets, when it is refused, how it ends, and backoff.
+
+A retry's life: ``pending`` (committed, waiting for the pipeline to be told) → ``dispatched`` (the
+pipeline acknowledged the command) → ``succeeded`` or ``failed``. It ends ``succeeded`` at the
+artifact's next ``artifact_completed``, ``failed`` at its next failure event, or ``failed`` when the
+command could not be delivered at all.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from voicemon.domain.events import Event
+from voicemon.domain.model import FAILURE_TYPES, EventType, Stage, Status
+from voicemon.domain.timeutil import HOUR_MS
+
+MAX_RETRIES_PER_HOUR = 10
+RATE_WINDOW_MS = HOUR_MS
+MAX_REASON_CHARS = 2000
+
+
+class RetryStage(StrEnum):
+    TRANSCRIPTION = "transcription"
+    CLAIMS_EXTRACTION = "claims_extraction"
+    ENTITY_RESOLUTION = "entity_resolution"
+    DRAFT_GENERATION = "draft_generation"
+    FULL = "full"
+
+
+class RetryStatus(StrEnum):
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+IN_FLIGHT: frozenset[RetryStatus] = frozenset({RetryStatus.PENDING, RetryStatus.DISPATCHED})
+
+# The status an artifact is reset to when a retry of that stage starts.
+RESET_STATUS: dict[RetryStage, Status] = {
+    RetryStage.TRANSCRIPTION: Status.TRANSCRIBING,
+    RetryStage.CLAIMS_EXTRACTION: Status.TRANSCRIBED,
+    RetryStage.ENTITY_RESOLUTION: Status.PROCESSING,
+    RetryStage.DRAFT_GENERATION: Status.PROCESSING,
+    RetryStage.FULL: Status.RECEIVED,
+}
+
+RESET_STAGE: dict[RetryStage, Stage] = {
+    RetryStage.TRANSCRIPTION: Stage.TRANSCRIPTION,
+    RetryStage.CLAIMS_EXTRACTION: Stage.CLAIMS_EXTRACTION,
+    RetryStage.ENTITY_RESOLUTION: Stage.ENTITY_RESOLUTION,
+    RetryStage.DRAFT_GENERATION: Stage.DRAFT_GENERATION,
+    RetryStage.FULL: Stage.INGESTION,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    retry_id: str
+    artifact_id: str
+    stage: RetryStage
+    attempt: int
+    requested_by: str
+    reason: str | None
+    status: RetryStatus
+    created_ms: int
+    dispatched_ms: int | None = None
+    finished_ms: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A retry ended by an event: its new status, when, and the error of a failure."""
+
+    retry_id: str
+    status: RetryStatus
+    finished_ms: int
+    error: str | None
+    event: Event
+
+
+def system_event_id(retry_id: str, what: str) -> str:
+    """Deterministic ids for the events a retry logs, so a redo never logs one twice."""
+    return f"retry:{retry_id}:{what}"
+
+
+def decide_outcomes(
+    events: Iterable[Event], in_flight: Mapping[str, Retry], make_event: EventMaker
+) -> list[Outcome]:
+    """The retries that newly stored events end: the first completion or failure of the artifact at or
+    after the retry's start decides it."""
+    decided: dict[str, Outcome] = {}
+    for event in sorted(events, key=lambda e: e.timestamp_ms):
+        retry = in_flight.get(event.artifact_id or "")
+        if retry is None or retry.retry_id in decided or event.timestamp_ms < retry.created_ms:
+            continue
+        if event.event_type is EventType.ARTIFACT_COMPLETED:
+            decided[retry.retry_id] = Outcome(
+                retry.retry_id,
+                RetryStatus.SUCCEEDED,
+                event.timestamp_ms,
+                None,
+                make_event(retry, EventType.RETRY_SUCCEEDED, event.timestamp_ms, None),
+            )
+        elif event.event_type in FAILURE_TYPES:
+            error = event.error_message or event.error_code or event.event_type.value
+            decided[retry.retry_id] = Outcome(
+                retry.retry_id,
+                RetryStatus.FAILED,
+                event.timestamp_ms,
+                error,
+                make_event(retry, EventType.RETRY_FAILED, event.timestamp_ms, error),
+            )
+    return list(decided.values())
+
+
+class EventMaker:
+    """Builds the system events a retry logs; given the ingestion context (org, voice note) of the
+    artifact by the caller."""
+
+    def __init__(self, context: Mapping[str, tuple[str | None, str | None]], received_ms: int) -> None:
+        self._context = context
+        self._received_ms = received_ms
+
+    def __call__(self, retry: Retry, event_type: EventType, ts_ms: int, error: str | None) -> Event:
+        org, voice_note = self._context.get(retry.artifact_id, (None, None))
+        what = {
+            EventType.RETRY_INITIATED: "initiated",
+            EventType.RETRY_SUCCEEDED: "succeeded",
+            EventType.RETRY_FAILED: "failed",
+        }[event_type]
+        metadata = {
+            "retry_attempt": retry.attempt,
+            "retry_stage": retry.stage.value,
+            "requested_by": retry.requested_by,
+        }
+        return Event(
+            event_id=system_event_id(retry.retry_id, what),
+            event_type=event_type,
+            artifact_id=retry.artifact_id,
+            organization_id=org,
+            voice_note_id=voice_note,
+            coach_user_id=None,
+            pipeline_stage=None,
+            timestamp_ms=ts_ms,
+            received_ms=self._received_ms,
+            stage_started_at_ms=None,
+            stage_completed_at_ms=None,
+            duration_ms=None,
+            previous_status=None,
+            new_status=None,
+            error_message=error[:2000] if error else None,
+            error_code="retry_failed" if error else None,
+            metadata=metadata,
+            cost_nusd=0,
+            confidence=None,
+            claim_count=None,
+            entity_count=None,
+            draft_count=None,
+        )
+
+
+def backoff_ms(attempt: int, base_ms: int, cap_ms: int, rng: random.Random) -> int:
+    """Exponential backoff with full jitter: a uniform wait in [base/2, min(cap, base·2^attempt)]."""
+    ceiling = min(cap_ms, base_ms * (2 ** max(0, attempt - 1)))
+    return rng.randint(max(1, ceiling // 2), max(1, ceiling))
+
+
+def retries_in_window(created: Sequence[int], now_ms: int) -> int:
+    return sum(1 for c in created if c > now_ms - RATE_WINDOW_MS)

@@ -1,0 +1,151 @@
+"""Retry use cases (SPEC 9): request a retry in one transaction, list an artifact's retries.
+
+Everything a retry changes commits together or not at all: the retry record, its ``retry_initiated``
+event (stored through the same path as ingested events, so counters and the timeline see it, and whose
+fold resets the artifact's status), and the outbox entry the dispatcher delivers after commit. Every
+refusal raises before anything is written, inside the transaction, so it leaves no trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from voicemon.clock import Clock
+from voicemon.domain.access import Principal, Role, can_see_organization, require_role
+from voicemon.domain.ids import time_ordered_id
+from voicemon.domain.model import EventType, Status
+from voicemon.domain.retries import (
+    MAX_REASON_CHARS,
+    MAX_RETRIES_PER_HOUR,
+    RATE_WINDOW_MS,
+    EventMaker,
+    Retry,
+    RetryStage,
+    RetryStatus,
+)
+from voicemon.errors import ConflictError, IntegrityConflict, NotFoundError, RateLimitError, ValidationError
+from voicemon.service.ingest import store_events
+from voicemon.storage import Database
+from voicemon.storage import artifacts as artifact_store
+from voicemon.storage import retries as retry_store
+
+OUTBOX_KIND = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryCommand:
+    """What the pipeline is told (the webhook body, or the argument of an in-process handler)."""
+
+    retry_id: str
+    artifact_id: str
+    voice_note_id: str | None
+    organization_id: str | None
+    stage: str
+    attempt: int
+    full_cleanup: bool
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "retry_id": self.retry_id,
+                "artifact_id": self.artifact_id,
+                "voice_note_id": self.voice_note_id,
+                "organization_id": self.organization_id,
+                "stage": self.stage,
+                "attempt": self.attempt,
+                "full_cleanup": self.full_cleanup,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, payload: str | bytes) -> RetryCommand:
+        return cls(**orjson.loads(payload))
+
+
+class RetryService:
+    def __init__(self, db: Database, clock: Clock, on_commit: Callable[[], None] | None = None) -> None:
+        self._db = db
+        self._clock = clock
+        self._on_commit = on_commit
+
+    def request(self, principal: Principal, artifact_id: str, stage: str, reason: str | None) -> Retry:
+        """Start a retry; raises NotFound (404), Conflict ``retry_in_progress`` / ``not_failed`` (409),
+        RateLimit (429) or Forbidden (403), each before anything is written."""
+        require_role(principal, Role.STAFF)
+        retry_stage = _parse_stage(stage)
+        if reason is not None and len(reason) > MAX_REASON_CHARS:
+            raise ValidationError(
+                f"must be at most {MAX_REASON_CHARS} characters", code="too_long", field="reason"
+            )
+        now_ms = self._clock.now_ms()
+        try:
+            with self._db.write() as conn:
+                state = artifact_store.lock_artifacts(conn, [artifact_id], now_ms).get(artifact_id)
+                if state is None or not can_see_organization(principal, state.organization_id):
+                    raise NotFoundError(f"no artifact {artifact_id!r}", code="artifact_not_found")
+                stats = retry_store.stats(conn, artifact_id, now_ms - RATE_WINDOW_MS)
+                flying = stats.in_flight
+                if flying is not None:
+                    raise ConflictError(
+                        f"retry {flying.retry_id} of this artifact is still {flying.status.value}",
+                        code="retry_in_progress",
+                    )
+                if state.status is not Status.FAILED:
+                    raise ConflictError("Artifact not in failed state", code="not_failed")
+                if stats.recent >= MAX_RETRIES_PER_HOUR:
+                    raise RateLimitError(
+                        f"at most {MAX_RETRIES_PER_HOUR} retries of one artifact per hour",
+                        code="too_many_retries",
+                    )
+                retry = Retry(
+                    retry_id=time_ordered_id(now_ms),
+                    artifact_id=artifact_id,
+                    stage=retry_stage,
+                    attempt=stats.attempts + 1,
+                    requested_by=principal.name or principal.key_id,
+                    reason=reason,
+                    status=RetryStatus.PENDING,
+                    created_ms=now_ms,
+                )
+                retry_store.insert_retry(conn, retry)
+                context = {artifact_id: (state.organization_id, state.voice_note_id)}
+                initiated = EventMaker(context, now_ms)(retry, EventType.RETRY_INITIATED, now_ms, None)
+                store_events(conn, [initiated], now_ms)
+                command = RetryCommand(
+                    retry.retry_id,
+                    artifact_id,
+                    state.voice_note_id,
+                    state.organization_id,
+                    retry_stage.value,
+                    retry.attempt,
+                    retry_stage is RetryStage.FULL,
+                )
+                retry_store.enqueue(conn, OUTBOX_KIND, retry.retry_id, command.to_json().decode(), now_ms)
+        except IntegrityConflict as exc:
+            # Another request for this artifact committed first (unique in-flight / attempt rules).
+            raise ConflictError(
+                "another retry of this artifact was just started", code="retry_in_progress"
+            ) from exc
+        if self._on_commit is not None:
+            self._on_commit()
+        return retry
+
+    def list(self, principal: Principal, artifact_id: str) -> list[Retry]:
+        """Retry history of one artifact, oldest first; 404 for an artifact the caller cannot see."""
+        require_role(principal, Role.VIEWER, Role.STAFF)
+        with self._db.read() as conn:
+            state = artifact_store.get_artifact(conn, artifact_id)
+            if state is None or not can_see_organization(principal, state.organization_id):
+                raise NotFoundError(f"no artifact {artifact_id!r}", code="artifact_not_found")
+            return retry_store.list_for(conn, artifact_id)
+
+
+def _parse_stage(stage: str) -> RetryStage:
+    try:
+        return RetryStage(stage)
+    except ValueError:
+        allowed = ", ".join(s.value for s in RetryStage)
+        raise ValidationError(f"must be one of: {allowed}", code="invalid_enum", field="stage") from None

@@ -1,0 +1,194 @@
+"""Retry records and the outbox of commands to deliver after commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, select, update
+
+from voicemon.domain.retries import IN_FLIGHT, Outcome, Retry, RetryStage, RetryStatus
+from voicemon.storage.tables import outbox, retries
+
+IN_CHUNK = 1000
+OUTBOX_PENDING = "pending"
+OUTBOX_DELIVERED = "delivered"
+OUTBOX_DEAD = "dead"
+
+
+def _retry(row: Any) -> Retry:
+    m = row._mapping
+    return Retry(
+        retry_id=m["retry_id"],
+        artifact_id=m["artifact_id"],
+        stage=RetryStage(m["stage"]),
+        attempt=m["attempt"],
+        requested_by=m["requested_by"],
+        reason=m["reason"],
+        status=RetryStatus(m["status"]),
+        created_ms=m["created_ms"],
+        dispatched_ms=m["dispatched_ms"],
+        finished_ms=m["finished_ms"],
+        error=m["error"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryStats:
+    """What a new retry request is checked against: all earlier attempts and the recent ones."""
+
+    attempts: int
+    recent: int
+    in_flight: Retry | None
+
+
+def stats(conn: Connection, artifact_id: str, since_ms: int) -> RetryStats:
+    r = retries.c
+    attempts, recent = conn.execute(
+        select(func.count(), func.count().filter(r.created_ms > since_ms)).where(r.artifact_id == artifact_id)
+    ).one()
+    row = conn.execute(
+        select(retries).where(r.artifact_id == artifact_id, r.status.in_([s.value for s in IN_FLIGHT]))
+    ).first()
+    return RetryStats(int(attempts), int(recent or 0), _retry(row) if row is not None else None)
+
+
+def insert_retry(conn: Connection, retry: Retry) -> None:
+    conn.execute(
+        retries.insert().values(
+            retry_id=retry.retry_id,
+            artifact_id=retry.artifact_id,
+            stage=retry.stage.value,
+            attempt=retry.attempt,
+            requested_by=retry.requested_by,
+            reason=retry.reason,
+            status=retry.status.value,
+            created_ms=retry.created_ms,
+        )
+    )
+
+
+def in_flight(conn: Connection, artifact_ids: Sequence[str]) -> dict[str, Retry]:
+    """The retry in flight of each artifact that has one."""
+    found: dict[str, Retry] = {}
+    ids = sorted(set(artifact_ids))
+    r = retries.c
+    for i in range(0, len(ids), IN_CHUNK):
+        query = select(retries).where(
+            r.artifact_id.in_(ids[i : i + IN_CHUNK]), r.status.in_([s.value for s in IN_FLIGHT])
+        )
+        for row in conn.execute(query):
+            found[row.artifact_id] = _retry(row)
+    return found
+
+
+def finish_many(conn: Connection, outcomes: Sequence[Outcome]) -> None:
+    """Record the retries ended by events (only those still in flight)."""
+    if not outcomes:
+        return
+    r = retries.c
+    stmt = (
+        update(retries)
+        .where(r.retry_id == bindparam("b_id"), r.status.in_([s.value for s in IN_FLIGHT]))
+        .values(status=bindparam("b_status"), finished_ms=bindparam("b_finished"), error=bindparam("b_error"))
+    )
+    conn.execute(
+        stmt,
+        [
+            {"b_id": o.retry_id, "b_status": o.status.value, "b_finished": o.finished_ms, "b_error": o.error}
+            for o in outcomes
+        ],
+    )
+
+
+def mark_dispatched(conn: Connection, retry_id: str, now_ms: int) -> None:
+    r = retries.c
+    conn.execute(
+        update(retries)
+        .where(r.retry_id == retry_id, r.status == RetryStatus.PENDING.value)
+        .values(status=RetryStatus.DISPATCHED.value, dispatched_ms=now_ms)
+    )
+
+
+def fail_in_flight(conn: Connection, retry_id: str, now_ms: int, error: str) -> Retry | None:
+    """Mark an in-flight retry failed; returns it, or None if it had already ended."""
+    r = retries.c
+    row = conn.execute(
+        update(retries)
+        .where(r.retry_id == retry_id, r.status.in_([s.value for s in IN_FLIGHT]))
+        .values(status=RetryStatus.FAILED.value, finished_ms=now_ms, error=error)
+        .returning(*retries.c)
+    ).first()
+    return _retry(row) if row is not None else None
+
+
+def list_for(conn: Connection, artifact_id: str) -> list[Retry]:
+    r = retries.c
+    query = select(retries).where(r.artifact_id == artifact_id).order_by(r.attempt)
+    return [_retry(row) for row in conn.execute(query)]
+
+
+# --- outbox -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    outbox_id: int
+    kind: str
+    ref_id: str
+    payload: str
+    attempts: int
+
+
+def enqueue(conn: Connection, kind: str, ref_id: str, payload: str, now_ms: int) -> None:
+    conn.execute(
+        outbox.insert().values(
+            kind=kind,
+            ref_id=ref_id,
+            payload=payload,
+            status=OUTBOX_PENDING,
+            attempts=0,
+            next_attempt_ms=now_ms,
+            created_ms=now_ms,
+        )
+    )
+
+
+def claim_due(conn: Connection, now_ms: int, lease_ms: int, limit: int) -> list[OutboxEntry]:
+    """Take up to ``limit`` due entries, pushing each into the future by the lease while it is worked on."""
+    o = outbox.c
+    query = (
+        select(o.outbox_id, o.kind, o.ref_id, o.payload, o.attempts)
+        .where(o.status == OUTBOX_PENDING, o.next_attempt_ms <= now_ms)
+        .order_by(o.next_attempt_ms, o.outbox_id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    entries = [OutboxEntry(*row) for row in conn.execute(query)]
+    if entries:
+        conn.execute(
+            update(outbox)
+            .where(o.outbox_id.in_([e.outbox_id for e in entries]))
+            .values(next_attempt_ms=now_ms + lease_ms, attempts=o.attempts + 1)
+        )
+    return [OutboxEntry(e.outbox_id, e.kind, e.ref_id, e.payload, e.attempts + 1) for e in entries]
+
+
+def settle(
+    conn: Connection, outbox_id: int, status: str, now_ms: int, error: str | None, next_attempt_ms: int | None
+) -> None:
+    """Record how a delivery attempt went: delivered, dead, or pending again at ``next_attempt_ms``."""
+    values: dict[str, Any] = {"status": status, "last_error": error}
+    if status == OUTBOX_PENDING:
+        values["next_attempt_ms"] = next_attempt_ms
+    else:
+        values["finished_ms"] = now_ms
+    conn.execute(update(outbox).where(outbox.c.outbox_id == outbox_id).values(**values))
+
+
+def pending_count(conn: Connection) -> int:
+    return int(
+        conn.scalar(select(func.count()).select_from(outbox).where(outbox.c.status == OUTBOX_PENDING)) or 0
+    )
