@@ -29,6 +29,8 @@ ROLE = (403, "forbidden_role")
 SCOPE = (403, "forbidden_organization")
 
 REALTIME_A = "/v1/metrics/realtime?organization_id=org-a"
+H = "?period=hourly"
+HA = "?period=hourly&organization_id=org-a"
 
 # fmt: off
 MATRIX: dict[str, tuple[Any, ...]] = {
@@ -42,6 +44,18 @@ MATRIX: dict[str, tuple[Any, ...]] = {
     "GET /v1/orgs":                        (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
     "PUT /v1/orgs/org-a":                  (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
     "GET /healthz":                        (200,     200,     200,     200,  200,   200,  200,     200),
+    # Endpoints that landed after the first API: the same rules (SPEC 7, 9, 10).
+    f"GET /v1/metrics/history{H}":         (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    SCOPE),
+    f"GET /v1/metrics/history{HA}":        (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
+    f"GET /v1/metrics/summary{H}":         (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    SCOPE),
+    f"GET /v1/metrics/summary{HA}":        (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
+    f"GET /v1/metrics/stages{H}":          (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    SCOPE),
+    f"GET /v1/metrics/stages{HA}":         (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
+    f"GET /v1/metrics/orgs{H}":            (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
+    "GET /v1/artifacts/art-a/retries":     (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
+    "POST /v1/artifacts/art-b/retries":    (MISSING, INVALID, INVALID, ROLE, ROLE,  202,  ROLE,    ROLE),
+    "GET /v1/jobs":                        (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
+    "POST /v1/jobs/cleanup-events/runs":   (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
 }
 # fmt: on
 
@@ -49,6 +63,8 @@ MATRIX: dict[str, tuple[Any, ...]] = {
 BODIES: dict[str, Any] = {
     "POST /v1/events": lambda: ev("artifact_received", "art-new", NOW_MS - MINUTE_MS, organization_id=ORG_A),
     "PUT /v1/orgs/org-a": lambda: {"name": "Alpha"},
+    "POST /v1/artifacts/art-b/retries": lambda: {"stage": "full", "reason": "access test"},
+    "POST /v1/jobs/cleanup-events/runs": lambda: {},
 }
 
 

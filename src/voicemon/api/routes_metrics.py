@@ -118,6 +118,19 @@ def stages(
     return {"stages": body["stages"], "end_to_end_latency_ms": body["end_to_end_latency_ms"]}
 
 
+@router.get(
+    "/current",
+    response_model=SnapshotOut,
+    summary="The hour in progress, computed from raw events now (not stored; its period ends now)",
+)
+def current(services: ServicesDep, principal: PrincipalDep, organization_id: OrgQuery = None) -> JSONResponse:
+    require_role(principal, Role.VIEWER, Role.STAFF)
+    merged = services.metrics.current_hour(principal, organization_id)
+    r = merged.range
+    body = snapshot_out(r.period.value, r.start_ms, r.end_ms, organization_id, r.end_ms, merged.parts)
+    return JSONResponse(body)
+
+
 @router.get("/orgs", response_model=OrgMetricsList, summary="One merged item per organization (staff)")
 def orgs(
     services: ServicesDep,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
 from typing import Annotated
 
@@ -12,16 +10,21 @@ import orjson
 import typer
 import uvicorn
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from voicemon.api import create_app
 from voicemon.api.params import parse_time_param
 from voicemon.api.render import run_out
+from voicemon.cli.demo import run_demo
+from voicemon.cli.watch import watch
 from voicemon.domain.timeutil import format_time
 from voicemon.errors import VoicemonError
 from voicemon.jobs import Scheduler, build_runner
+from voicemon.sdk import Client
 from voicemon.service import Services
 from voicemon.settings import Settings
+from voicemon.sim import DerivedStore, RetryWebhook, SimConfig, Simulator
 from voicemon.storage import migrate
 
 app = typer.Typer(
@@ -201,47 +204,107 @@ def serve(
 def demo(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT", help="port to listen on")] = 8000,
+    hours: Annotated[float, typer.Option(help="hours of history to backfill (below raw retention)")] = 24,
+    rate: Annotated[float, typer.Option(help="live artifacts per minute")] = 30,
+    seed: Annotated[int | None, typer.Option(help="seed of the simulated pipeline")] = None,
+    view: Annotated[bool, typer.Option(help="show the live view when on a terminal")] = True,
 ) -> None:
-    """Start a server on the local SQLite file and print its URL and a new staff key."""
-    settings = Settings()
-    svc = Services(settings)
-    try:
-        migrate.upgrade(svc.db)
-        created = svc.keys.create("staff", None, "demo")
-    except VoicemonError as exc:
-        raise _fail(exc) from exc
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, services=svc), host=host, port=port, log_level="warning")
+    """Server with scheduler, a day of history, a live simulated pipeline wired to the retry webhook,
+    and the live view. Prints URL and KEY once the server answers. Ctrl-C stops everything."""
+    run_demo(host, port, hours, rate, seed, view)
+
+
+@app.command("simulate")
+def simulate(
+    url: Annotated[str, typer.Option(help="the voicemon server")] = "http://127.0.0.1:8000",
+    key: Annotated[str, typer.Option(envvar="VOICEMON_KEY", help="an ingest or staff key")] = "",
+    rate: Annotated[float, typer.Option(help="live artifacts per minute; 0 for none")] = 30,
+    backfill_hours: Annotated[
+        float, typer.Option(help="first fill this many past hours, then aggregate")
+    ] = 0,
+    backfill_rate: Annotated[float, typer.Option(help="artifacts per hour in the backfill")] = 150,
+    organizations: Annotated[int, typer.Option(help="number of organizations (Zipf-like volumes)")] = 8,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    store: Annotated[
+        str, typer.Option(help="SQLite file for the pipeline's derived data")
+    ] = "voicemon-sim.db",
+    webhook_port: Annotated[int | None, typer.Option(help="listen for retry commands on this port")] = None,
+    webhook_secret: Annotated[str | None, typer.Option(envvar="VOICEMON_RETRY_WEBHOOK_SECRET")] = None,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+) -> None:
+    """A realistic multi-organization pipeline reporting through the SDK and honouring retries."""
+    if not key:
+        err.print("[red]error:[/red] --key: an ingest or staff key is required")
+        raise typer.Exit(2)
+    if backfill_hours < 0 or rate < 0:
+        err.print("[red]error:[/red] --rate and --backfill-hours must not be negative")
+        raise typer.Exit(2)
+    derived = DerivedStore(store)
+    client = Client(url, key, max_queue=500_000)
+    sim = Simulator(client, derived, SimConfig(organizations=organizations), seed=seed)
+    webhook = (
+        RetryWebhook(webhook_secret, sim.handle_retry, port=webhook_port)
+        if webhook_port is not None
+        else None
     )
-    thread = threading.Thread(target=server.run, name="voicemon-server", daemon=True)
-    thread.start()
-    url = f"http://{host}:{port}"
-    if not _wait_until_up(url, thread):
-        err.print(f"[red]error:[/red] the server did not start on {url}")
-        raise typer.Exit(1)
-    typer.echo(f"URL: {url}")
-    typer.echo(f"KEY: {created.secret}")
-    sys.stdout.flush()
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        if webhook is not None:
+            webhook.start()
+            typer.echo(f"retry webhook: {webhook.url}")
+        if backfill_hours > 0:
+            with Progress(console=err) as progress:
+                task = progress.add_task(f"backfilling {backfill_hours:g} h", total=1)
+                sim.backfill(
+                    backfill_hours,
+                    backfill_rate,
+                    progress=lambda d, t: progress.update(task, completed=d, total=t),
+                )
+                client.flush(300)
+            _aggregate_over_http(url, key)
+        if rate > 0:
+            sim.start_live(rate)
+            end = None if duration is None else time.monotonic() + duration
+            while end is None or time.monotonic() < end:
+                time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        server.should_exit = True
-        thread.join(10)
+        sim.stop()
+        client.close()
+        if webhook is not None:
+            webhook.stop()
+        derived.close()
+    typer.echo(f"sent {client.stats.sent} events, dropped {client.stats.dropped}")
 
 
-def _wait_until_up(url: str, thread: threading.Thread, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and thread.is_alive():
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    return False
+def _aggregate_over_http(url: str, key: str) -> None:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
+        for job in ("aggregate-hourly", "aggregate-daily"):
+            response = http.post(f"/v1/jobs/{job}/runs", json={})
+            if response.status_code != 200:
+                err.print(f"[yellow]{job} not run ({response.status_code}); a staff key can run it[/yellow]")
+                return
+            typer.echo(f"{job}: {response.json()['status']}")
+
+
+@app.command("watch")
+def watch_command(
+    url: Annotated[str, typer.Option(help="the voicemon server")] = "http://127.0.0.1:8000",
+    key: Annotated[str, typer.Option(envvar="VOICEMON_KEY", help="a viewer or staff key")] = "",
+    org: Annotated[str | None, typer.Option(help="one organization only")] = None,
+    once: Annotated[bool, typer.Option(help="print one frame and exit")] = False,
+) -> None:
+    """A live terminal view: last hour's counters, stage latencies, failures, stuck artifacts."""
+    if not key:
+        err.print("[red]error:[/red] --key: a viewer or staff key is required")
+        raise typer.Exit(2)
+    try:
+        watch(url, key, org, once=once)
+    except KeyboardInterrupt:
+        pass
+    except httpx.HTTPError as exc:
+        err.print(f"[red]error:[/red] {url}: {exc}")
+        raise typer.Exit(1) from exc
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import Connection
+
 from voicemon.clock import Clock
 from voicemon.domain.aggregation import build_parts
 from voicemon.domain.counters import PLATFORM_SCOPE
@@ -24,6 +26,16 @@ from voicemon.storage import snapshots as snapshot_store
 from voicemon.storage.snapshots import ALL_SCOPES
 
 logger = logging.getLogger(__name__)
+
+
+def parts_from_events(conn: Connection, start_ms: int, end_ms: int) -> dict[str, SnapshotParts]:
+    """Snapshot parts of every scope, straight from the raw events of ``[start_ms, end_ms)``: SQL counts
+    and sums in one pass, sketches from the streamed durations."""
+    return build_parts(
+        snapshot_store.type_groups(conn, start_ms, end_ms),
+        snapshot_store.stage_durations(conn, start_ms, end_ms),
+        snapshot_store.end_to_end_times(conn, start_ms, end_ms),
+    )
 
 
 class Aggregator:
@@ -48,11 +60,7 @@ class Aggregator:
         end_ms = start_ms + Period.HOURLY.length_ms
         with self._db.read() as conn, conn.begin():
             read_version = snapshot_store.version_of(conn, Period.HOURLY.value, start_ms)
-            parts = build_parts(
-                snapshot_store.type_groups(conn, start_ms, end_ms),
-                snapshot_store.stage_durations(conn, start_ms, end_ms),
-                snapshot_store.end_to_end_times(conn, start_ms, end_ms),
-            )
+            parts = parts_from_events(conn, start_ms, end_ms)
         with self._db.write() as conn:
             snapshot_store.replace_period(conn, Period.HOURLY.value, start_ms, parts, now_ms, read_version)
         logger.info(

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from voicemon.clock import Clock
 from voicemon.domain.access import Principal, Role, aggregate_scope, require_role
 from voicemon.domain.counters import PLATFORM_SCOPE
-from voicemon.domain.periods import Period
+from voicemon.domain.periods import Period, period_start
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.timeutil import DAY_MS
 from voicemon.errors import ValidationError
+from voicemon.service.aggregate import parts_from_events
 from voicemon.service.orgs import OrgService
 from voicemon.storage import Database
 from voicemon.storage import snapshots as snapshot_store
@@ -72,6 +73,16 @@ class MetricsQueries:
         rows = self.history(principal, r, organization_id)
         computed = max((row.computed_ms for row in rows), default=None)
         return Merged(r, organization_id, merge_parts(row.parts for row in rows), computed)
+
+    def current_hour(self, principal: Principal, organization_id: str | None) -> Merged:
+        """The hour in progress, computed from raw events on demand (nothing is stored: the hour is not
+        complete). Its range ends now."""
+        scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
+        now_ms = self._clock.now_ms()
+        start = period_start(Period.HOURLY, now_ms)
+        with self._db.read() as conn, conn.begin():
+            parts = parts_from_events(conn, start, now_ms + 1).get(scope, SnapshotParts())
+        return Merged(Range(Period.HOURLY, start, now_ms), organization_id, parts, now_ms)
 
     def by_organization(self, principal: Principal, r: Range) -> list[OrgItem]:
         """One merged item per organization with rows in the range: received desc, then id."""

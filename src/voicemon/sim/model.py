@@ -1,0 +1,194 @@
+"""A realistic voice-notes pipeline as numbers: organizations, latencies, failures, costs (no I/O).
+
+:func:`plan_journey` draws one artifact's whole trip through the pipeline: the events it will emit, each
+at an offset from its start, and the derived data (transcript, claims, resolutions, drafts) each stage
+produces. The simulator emits the events at their times, in real time or in the past (backfill).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+STAGES = ("transcription", "claims_extraction", "entity_resolution", "draft_generation")
+
+# (started, completed, failed) event types of each stage.
+STAGE_TYPES = {
+    "transcription": ("transcription_started", "transcription_completed", "transcription_failed"),
+    "claims_extraction": ("claims_extraction_started", "claims_extracted", "claims_extraction_failed"),
+    "entity_resolution": (
+        "entity_resolution_started",
+        "entity_resolution_completed",
+        "entity_resolution_failed",
+    ),
+    "draft_generation": ("draft_generation_started", "drafts_generated", "draft_generation_failed"),
+}
+
+ERRORS = {
+    "transcription": ("asr_timeout", "audio could not be decoded"),
+    "claims_extraction": ("llm_rate_limited", "the model provider returned 429"),
+    "entity_resolution": ("roster_unavailable", "team roster service timed out"),
+    "draft_generation": ("llm_invalid_output", "the model returned malformed JSON"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StageProfile:
+    """Lognormal latency (median ms, sigma), failure probability, and the AI model it bills."""
+
+    median_ms: float
+    sigma: float
+    failure_p: float
+    model: str
+    usd_per_call: float
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    organizations: int = 8
+    zipf_s: float = 1.2
+    stages: dict[str, StageProfile] = field(
+        default_factory=lambda: {
+            "transcription": StageProfile(2500, 0.5, 0.03, "whisper-large-v3", 0.006),
+            "claims_extraction": StageProfile(3500, 0.45, 0.02, "gpt-4o-mini", 0.012),
+            "entity_resolution": StageProfile(700, 0.6, 0.01, "resolver-v2", 0.0),
+            "draft_generation": StageProfile(3000, 0.5, 0.02, "claude-3-5-haiku", 0.009),
+        }
+    )
+    disambiguation_share: float = 0.18
+    gap_ms: float = 150.0
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    organization_id: str
+    name: str
+    weight: float
+
+
+ORG_NAMES = (
+    "Riverside FC",
+    "Northgate Academy",
+    "Harbor City United",
+    "Oakfield Rangers",
+    "Summit Athletics",
+    "Lakeshore SC",
+    "Westbrook Youth",
+    "Granite Hill FC",
+    "Meadowlark Club",
+    "Pinecrest Rovers",
+)
+
+
+def organizations(config: SimConfig) -> list[Org]:
+    """Organizations with Zipf-like volumes: the k-th has weight 1/k^s."""
+    out = []
+    for k in range(1, config.organizations + 1):
+        name = ORG_NAMES[(k - 1) % len(ORG_NAMES)] + ("" if k <= len(ORG_NAMES) else f" {k}")
+        out.append(Org(f"org-{k:03d}", name, 1 / k**config.zipf_s))
+    return out
+
+
+def pick_org(orgs: list[Org], rng: random.Random) -> Org:
+    return rng.choices(orgs, weights=[o.weight for o in orgs])[0]
+
+
+@dataclass(slots=True)
+class Journey:
+    """Events as (offset ms from start, event fields), and derived rows per stage."""
+
+    artifact_id: str
+    events: list[tuple[float, dict[str, Any]]]
+    derived: dict[str, list[str]]
+    failed_stage: str | None
+
+
+def _lognormal(profile: StageProfile, rng: random.Random) -> float:
+    return profile.median_ms * math.exp(rng.gauss(0, profile.sigma))
+
+
+def plan_journey(
+    artifact_id: str,
+    org: Org,
+    rng: random.Random,
+    config: SimConfig,
+    *,
+    from_stage: str | None = None,
+    can_fail: bool = True,
+) -> Journey:
+    """Draw one trip. ``from_stage`` starts a retry at that stage (no ``artifact_received``)."""
+    base = {"artifact_id": artifact_id, "organization_id": org.organization_id}
+    events: list[tuple[float, dict[str, Any]]] = []
+    derived: dict[str, list[str]] = {}
+    t = 0.0
+    if from_stage is None:
+        note = f"vn-{artifact_id}"
+        coach = f"coach-{rng.randint(1, 40):02d}"
+        channel = rng.choice(("app_voice", "app_voice", "whatsapp", "web_text"))
+        base.update(voice_note_id=note, coach_user_id=coach)
+        events.append((t, dict(base, event_type="artifact_received", metadata={"source_channel": channel})))
+        t += config.gap_ms
+    stages = STAGES if from_stage is None else STAGES[STAGES.index(from_stage) :]
+    for stage in stages:
+        profile = config.stages[stage]
+        started, _, failed = STAGE_TYPES[stage]
+        events.append((t, dict(base, event_type=started)))
+        duration = _lognormal(profile, rng)
+        t += duration
+        if can_fail and rng.random() < profile.failure_p:
+            code, message = ERRORS[stage]
+            fail = dict(
+                base,
+                event_type=failed,
+                duration_ms=round(duration, 1),
+                error_code=code,
+                error_message=message,
+            )
+            events.append((t, fail))
+            events.append(
+                (t + 1, dict(base, event_type="artifact_failed", error_code=code, error_message=message))
+            )
+            return Journey(artifact_id, events, derived, stage)
+        event_type, metadata, rows = _stage_output(stage, profile, rng, config)
+        derived[stage] = rows
+        events.append(
+            (t, dict(base, event_type=event_type, duration_ms=round(duration, 1), metadata=metadata))
+        )
+        t += config.gap_ms
+    events.append((t, dict(base, event_type="artifact_completed")))
+    if rng.random() < 0.6:
+        verdict = "draft_confirmed" if rng.random() < 0.8 else "draft_rejected"
+        events.append((t + rng.uniform(30_000, 600_000), dict(base, event_type=verdict)))
+    return Journey(artifact_id, events, derived, None)
+
+
+def _stage_output(
+    stage: str, profile: StageProfile, rng: random.Random, config: SimConfig
+) -> tuple[str, dict[str, Any], list[str]]:
+    cost = round(profile.usd_per_call * rng.uniform(0.6, 1.6), 6)
+    meta: dict[str, Any] = {"ai_model": profile.model, "ai_cost_usd": cost} if profile.usd_per_call else {}
+    if stage == "transcription":
+        words = rng.randint(40, 400)
+        meta.update(confidence_score=round(min(1.0, rng.betavariate(18, 2)), 4), transcript_word_count=words)
+        meta["transcript_duration_s"] = round(words / 2.5, 1)
+        return "transcription_completed", meta, [f"transcript of {words} words"]
+    if stage == "claims_extraction":
+        claims = rng.randint(1, 8)
+        meta.update(
+            claim_count=claims, confidence_score=round(rng.betavariate(12, 3), 4), prompt_version="claims-v7"
+        )
+        return "claims_extracted", meta, [f"claim {i + 1}" for i in range(claims)]
+    if stage == "entity_resolution":
+        entities = rng.randint(1, 6)
+        unclear = rng.random() < config.disambiguation_share
+        ambiguous = rng.randint(1, entities) if unclear else 0
+        meta.update(
+            entity_count=entities, auto_resolved_count=entities - ambiguous, disambiguation_count=ambiguous
+        )
+        event = "entity_needs_disambiguation" if unclear else "entity_resolution_completed"
+        return event, meta, [f"player match {i + 1}" for i in range(entities)]
+    drafts = rng.randint(1, 5)
+    meta.update(draft_count=drafts, prompt_version="insights-v3")
+    return "drafts_generated", meta, [f"draft insight {i + 1}" for i in range(drafts)]

@@ -1,0 +1,462 @@
+"""Retries (SPEC 9) through HTTP and the service layer, on both databases.
+
+Refusals are checked against the full contents of every table, before and after: "no side effect at
+all" means not one row anywhere changed. Delivery is driven by hand (``dispatcher.run_once`` and the fake
+clock); the real webhook and a real server process are in ``tests/e2e/test_retry_delivery.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import STAFF, Api
+from tests.helpers import ev, items_of
+from voicemon.clock import FakeClock
+from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS, SECOND_MS
+from voicemon.errors import ValidationError
+from voicemon.service import Services
+from voicemon.service import retries as retry_service
+from voicemon.service.retention import Retention
+from voicemon.service.retries import RetryCommand
+from voicemon.settings import Settings
+from voicemon.storage import retries as retry_store
+from voicemon.storage.tables import metadata, outbox
+
+ORG = "org-r"
+MAX_ATTEMPTS = 3
+BACKOFF_CAP_MS = 4 * SECOND_MS
+
+# The failure event that fails an artifact at each stage a retry can start from.
+FAILURE_OF = {
+    "transcription": "transcription_failed",
+    "claims_extraction": "claims_extraction_failed",
+    "entity_resolution": "entity_resolution_failed",
+    "draft_generation": "draft_generation_failed",
+    "full": "artifact_failed",
+}
+RESET_TO = {
+    "transcription": "transcribing",
+    "claims_extraction": "transcribed",
+    "entity_resolution": "processing",
+    "draft_generation": "processing",
+    "full": "received",
+}
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """Few delivery attempts and a short backoff, so undeliverable commands give up within a test."""
+    return Settings(
+        database_url=db_url,
+        key_cache_s=0,
+        retry_delivery_max_attempts=MAX_ATTEMPTS,
+        retry_backoff_base_s=1.0,
+        retry_backoff_cap_s=BACKOFF_CAP_MS / SECOND_MS,
+    )
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+
+def table_contents(services: Services) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted: equal before and after means nothing was written."""
+    with services.db.read() as conn:
+        return {
+            table.name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
+            for table in metadata.sorted_tables
+        }
+
+
+def post_events(api: Api, *events: dict[str, Any]) -> None:
+    r = api.call("POST", "/v1/events", json={"events": list(events)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["rejected"] == [], body
+    assert body["accepted"] == len(events), body
+
+
+def failed_artifact(
+    api: Api, clock: FakeClock, artifact_id: str = "a1", stage: str = "transcription"
+) -> None:
+    """An artifact received 10 minutes ago that failed at ``stage`` 8 minutes ago."""
+    now = clock.now_ms()
+    post_events(
+        api,
+        ev("artifact_received", artifact_id, now - 10 * MINUTE_MS, organization_id=ORG, voice_note_id="vn-1"),
+        ev(FAILURE_OF[stage], artifact_id, now - 8 * MINUTE_MS, error_code="E1", error_message="first"),
+    )
+
+
+def retry(api: Api, artifact_id: str = "a1", stage: str = "transcription", key: str | None = None) -> Any:
+    return api.call(
+        "POST", f"/v1/artifacts/{artifact_id}/retries", key, json={"stage": stage, "reason": "ops"}
+    )
+
+
+def accepted_retry(api: Api, artifact_id: str = "a1", stage: str = "transcription") -> dict[str, Any]:
+    r = retry(api, artifact_id, stage)
+    assert r.status_code == 202, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def artifact(api: Api, artifact_id: str = "a1") -> dict[str, Any]:
+    r = api.call("GET", f"/v1/artifacts/{artifact_id}")
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def timeline_of(api: Api, event_type: str, artifact_id: str = "a1") -> list[dict[str, Any]]:
+    return [e for e in artifact(api, artifact_id)["timeline"] if e["event_type"] == event_type]
+
+
+def fail_again(api: Api, clock: FakeClock, artifact_id: str = "a1", message: str = "again") -> None:
+    """A stage failure later than the retry: it ends the retry ``failed``."""
+    clock.advance(SECOND_MS)
+    post_events(
+        api, ev("transcription_failed", artifact_id, clock.now_ms(), error_code="E2", error_message=message)
+    )
+
+
+def assert_refused(
+    api: Api, response: Callable[[], Any], status: int, code: str | None = None
+) -> dict[str, Any]:
+    before = table_contents(api.services)
+    r = response()
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    if code is not None:
+        assert error["code"] == code, error
+    assert table_contents(api.services) == before
+    return error  # type: ignore[no-any-return]
+
+
+def outbox_rows(services: Services) -> list[Any]:
+    with services.db.read() as conn:
+        return list(conn.execute(select(outbox).order_by(outbox.c.outbox_id)))
+
+
+# --- refusals leave no trace ------------------------------------------------------------------------------
+
+
+def test_unknown_artifact_is_404_and_writes_nothing(api: Api, clock: FakeClock) -> None:
+    failed_artifact(api, clock)
+    assert_refused(api, lambda: retry(api, "nope"), 404)
+
+
+def test_artifact_not_failed_is_409_not_failed(api: Api, clock: FakeClock) -> None:
+    post_events(api, ev("artifact_received", "a1", clock.now_ms() - MINUTE_MS, organization_id=ORG))
+    error = assert_refused(api, lambda: retry(api), 409, "not_failed")
+    assert error["message"] == "Artifact not in failed state"
+    # A completed artifact is not failed either.
+    post_events(api, ev("artifact_completed", "a1", clock.now_ms()))
+    assert_refused(api, lambda: retry(api, stage="full"), 409, "not_failed")
+
+
+def test_retry_in_flight_is_409_retry_in_progress(api: Api, clock: FakeClock) -> None:
+    failed_artifact(api, clock)
+    accepted_retry(api)
+    # The first retry reset the status (not failed any more), but "in flight" is the reason given.
+    assert_refused(api, lambda: retry(api), 409, "retry_in_progress")
+    # Still in flight once delivered (dispatched), whatever the stage asked for.
+    api.services.set_retry_handler(lambda command: None)
+    assert api.services.dispatcher.run_once() == 1
+    assert items_of(api.call("GET", "/v1/artifacts/a1/retries"))[0]["status"] == "dispatched"
+    assert_refused(api, lambda: retry(api, stage="full"), 409, "retry_in_progress")
+
+
+def test_eleventh_retry_within_an_hour_is_429(api: Api, clock: FakeClock) -> None:
+    failed_artifact(api, clock)
+    start = clock.now_ms()
+    for attempt in range(1, 11):
+        clock.advance(SECOND_MS)
+        assert accepted_retry(api)["attempt"] == attempt
+        fail_again(api, clock, message=f"failure {attempt}")
+    retries = items_of(api.call("GET", "/v1/artifacts/a1/retries"))
+    assert [r["status"] for r in retries] == ["failed"] * 10
+    assert artifact(api)["status"] == "failed"
+    assert_refused(api, lambda: retry(api), 429)
+    # The window slides: an hour after the first retry, one more is allowed again.
+    clock.set(start + HOUR_MS + SECOND_MS)
+    assert accepted_retry(api)["attempt"] == 11
+
+
+@pytest.mark.parametrize("role", ["viewer", "ingest"])
+def test_viewer_and_ingest_keys_are_403(api: Api, clock: FakeClock, role: str) -> None:
+    failed_artifact(api, clock)
+    keys = [api.key(role), api.key(role, ORG)]
+    for key in keys:
+        assert_refused(api, lambda: retry(api, key=key), 403)  # noqa: B023 (called at once)
+
+
+def test_invalid_stage_is_422_naming_stage(api: Api, clock: FakeClock) -> None:
+    failed_artifact(api, clock)
+    for stage in ("ingestion", "confirmation", "Transcription", ""):
+        error = assert_refused(api, lambda: retry(api, stage=stage), 422)  # noqa: B023 (called at once)
+        assert "stage" in error["message"], error
+    before = table_contents(api.services)
+    with pytest.raises(ValidationError) as caught:
+        api.services.retries.request(STAFF, "a1", "nonsense", None)
+    assert caught.value.field == "stage"
+    assert table_contents(api.services) == before
+
+
+# --- concurrency and the single transaction ---------------------------------------------------------------
+
+
+def test_fifty_concurrent_requests_start_exactly_one_retry(api: Api, clock: FakeClock) -> None:
+    failed_artifact(api, clock)
+    callers = 50
+    barrier = threading.Barrier(callers)
+
+    def one(_: int) -> tuple[int, str | None]:
+        barrier.wait(timeout=30)
+        r = retry(api)
+        return r.status_code, (r.json().get("error") or {}).get("code")
+
+    with ThreadPoolExecutor(callers) as pool:
+        results = list(pool.map(one, range(callers)))
+    assert sorted(results, key=repr) == sorted(
+        [(202, None)] + [(409, "retry_in_progress")] * (callers - 1), key=repr
+    )
+    detail = artifact(api)
+    assert len(detail["retries"]) == 1
+    assert detail["retry_count"] == 1
+    assert len(timeline_of(api, "retry_initiated")) == 1
+    assert len(outbox_rows(api.services)) == 1
+
+
+class Injected(Exception):
+    pass
+
+
+@pytest.fixture(params=["after_event", "at_outbox"])
+def broken_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Makes the retry transaction fail after the record, the event and the status reset were written:
+    right after storing the event, or when writing the outbox entry (its last step)."""
+    if request.param == "after_event":
+        real = retry_service.store_events
+
+        def store_then_fail(*args: Any, **kwargs: Any) -> Any:
+            real(*args, **kwargs)
+            raise Injected("after store_events")
+
+        monkeypatch.setattr(retry_service, "store_events", store_then_fail)
+    else:
+
+        def refuse(*_: Any, **__: Any) -> None:
+            raise Injected("in enqueue")
+
+        monkeypatch.setattr(retry_store, "enqueue", refuse)
+    yield request.param
+    monkeypatch.undo()
+
+
+def test_failure_inside_the_transaction_leaves_nothing(
+    api: Api, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, broken_step: str
+) -> None:
+    failed_artifact(api, clock)
+    before = table_contents(api.services)
+    with pytest.raises(Injected):
+        api.services.retries.request(STAFF, "a1", "transcription", "ops")
+    after = table_contents(api.services)
+    assert after == before
+    assert after["retries"] == []
+    assert after["outbox"] == []
+    assert artifact(api)["status"] == "failed"
+    assert timeline_of(api, "retry_initiated") == []
+    # Nothing half-written blocks the next request: it is attempt 1, with everything in place.
+    monkeypatch.undo()
+    assert accepted_retry(api)["attempt"] == 1
+    assert artifact(api)["status"] == "transcribing"
+    assert len(timeline_of(api, "retry_initiated")) == 1
+    assert len(outbox_rows(api.services)) == 1
+
+
+# --- what a retry writes, and how it ends -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", list(RESET_TO))
+def test_retry_resets_status_and_late_older_events_cannot_undo_it(
+    api: Api, clock: FakeClock, stage: str
+) -> None:
+    failed_artifact(api, clock, stage=stage)
+    record = accepted_retry(api, stage=stage)
+    assert (record["stage"], record["attempt"], record["status"], record["reason"]) == (
+        stage,
+        1,
+        "pending",
+        "ops",
+    )
+    detail = artifact(api)
+    assert detail["status"] == RESET_TO[stage]
+    assert detail["failed_stage"] is None
+    assert detail["retry_count"] == 1
+    [initiated] = timeline_of(api, "retry_initiated")
+    assert initiated["metadata"]["retry_attempt"] == 1
+    assert initiated["metadata"]["retry_stage"] == stage
+    assert initiated["metadata"]["requested_by"]
+    assert initiated["organization_id"] == ORG
+    # Events older than the retry, arriving after it: a completion and a failure. Neither moves the
+    # status, and the failure does not end the retry (it happened before the retry started).
+    now = clock.now_ms()
+    post_events(
+        api,
+        ev("transcription_completed", "a1", now - 30 * SECOND_MS),
+        ev("claims_extraction_failed", "a1", now - 20 * SECOND_MS, error_message="old news"),
+        ev("artifact_completed", "a1", now - 10 * SECOND_MS),
+    )
+    detail = artifact(api)
+    assert detail["status"] == RESET_TO[stage]
+    assert [r["status"] for r in detail["retries"]] == ["pending"]
+    assert timeline_of(api, "retry_failed") == timeline_of(api, "retry_succeeded") == []
+
+
+def test_later_completion_ends_the_retry_succeeded(api: Api, clock: FakeClock) -> None:
+    failed_artifact(api, clock)
+    record = accepted_retry(api)
+    clock.advance(SECOND_MS)
+    post_events(api, ev("transcription_started", "a1", clock.now_ms()))
+    assert artifact(api)["retries"][0]["status"] == "pending"
+    clock.advance(SECOND_MS)
+    done_ms = clock.now_ms()
+    post_events(
+        api,
+        ev("transcription_completed", "a1", done_ms - 500),
+        ev("artifact_completed", "a1", done_ms),
+    )
+    detail = artifact(api)
+    assert detail["status"] == "completed"
+    [ended] = detail["retries"]
+    assert ended["retry_id"] == record["retry_id"]
+    assert (ended["status"], ended["error"]) == ("succeeded", None)
+    assert ended["finished_at"] == items_of(api.call("GET", "/v1/artifacts/a1/retries"))[0]["finished_at"]
+    [succeeded] = timeline_of(api, "retry_succeeded")
+    assert succeeded["metadata"]["retry_attempt"] == 1
+    assert succeeded["timestamp"] == ended["finished_at"]
+    assert timeline_of(api, "retry_failed") == []
+    # The same completion replayed changes nothing; a later failure no longer touches the ended retry.
+    fail_again(api, clock)
+    assert artifact(api)["retries"][0]["status"] == "succeeded"
+    assert timeline_of(api, "retry_failed") == []
+
+
+def test_later_failure_ends_the_retry_failed_with_its_error(api: Api, clock: FakeClock) -> None:
+    failed_artifact(api, clock)
+    accepted_retry(api, stage="claims_extraction")
+    fail_again(api, clock, message="model timed out")
+    detail = artifact(api)
+    assert detail["status"] == "failed"
+    assert detail["last_error_message"] == "model timed out"
+    [ended] = detail["retries"]
+    assert (ended["status"], ended["error"]) == ("failed", "model timed out")
+    [failed] = timeline_of(api, "retry_failed")
+    assert failed["error_message"] == "model timed out"
+    assert failed["metadata"]["retry_stage"] == "claims_extraction"
+    assert timeline_of(api, "retry_succeeded") == []
+
+
+def test_delivered_command_marks_the_retry_dispatched(api: Api, clock: FakeClock) -> None:
+    failed_artifact(api, clock, stage="full")
+    received: list[RetryCommand] = []
+    api.services.set_retry_handler(received.append)
+    record = accepted_retry(api, stage="full")
+    assert api.services.dispatcher.run_once() == 1
+    assert received == [RetryCommand(record["retry_id"], "a1", "vn-1", ORG, "full", 1, True)]
+    assert artifact(api)["retries"][0]["status"] == "dispatched"
+    [row] = outbox_rows(api.services)
+    assert (row.status, row.attempts) == ("delivered", 1)
+    # Nothing is delivered twice.
+    clock.advance(HOUR_MS)
+    assert api.services.dispatcher.run_once() == 0
+    assert len(received) == 1
+
+
+def _always_fails(calls: list[RetryCommand]) -> Callable[[RetryCommand], None]:
+    def handler(command: RetryCommand) -> None:
+        calls.append(command)
+        raise ConnectionError("pipeline down")
+
+    return handler
+
+
+@pytest.mark.parametrize("with_handler", [False, True], ids=["no_handler", "handler_raises"])
+def test_undeliverable_command_fails_the_retry(api: Api, clock: FakeClock, with_handler: bool) -> None:
+    failed_artifact(api, clock)
+    calls: list[RetryCommand] = []
+    if with_handler:
+        api.services.set_retry_handler(_always_fails(calls))
+    else:
+        assert api.services.dispatcher.handler is None
+    record = accepted_retry(api)
+    dispatcher = api.services.dispatcher
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        assert dispatcher.run_once() == 1, attempt
+        [row] = outbox_rows(api.services)
+        assert row.attempts == attempt
+        if attempt < MAX_ATTEMPTS:
+            assert row.status == "pending"
+            assert artifact(api)["retries"][0]["status"] == "pending"
+            # Backing off: not due again until the wait is over.
+            assert dispatcher.run_once() == 0
+            clock.advance(BACKOFF_CAP_MS)
+    assert len(calls) == (MAX_ATTEMPTS if with_handler else 0)
+    [row] = outbox_rows(api.services)
+    assert row.status == "dead"
+    detail = artifact(api)
+    assert detail["status"] == "failed"
+    assert detail["failed_stage"] == "transcription"
+    [ended] = detail["retries"]
+    assert ended["retry_id"] == record["retry_id"]
+    assert ended["status"] == "failed"
+    assert f"after {MAX_ATTEMPTS} attempts" in (ended["error"] or "")
+    [failed] = timeline_of(api, "retry_failed")
+    assert failed["error_message"] == ended["error"]
+    clock.advance(HOUR_MS)
+    assert dispatcher.run_once() == 0
+    # The artifact can be retried again.
+    assert accepted_retry(api)["attempt"] == 2
+
+
+def test_attempts_count_across_stages_and_survive_event_expiry(
+    api: Api, clock: FakeClock, settings: Settings
+) -> None:
+    failed_artifact(api, clock)
+    for attempt, stage in enumerate(("transcription", "claims_extraction", "full"), start=1):
+        clock.advance(SECOND_MS)
+        record = accepted_retry(api, stage=stage)
+        assert (record["attempt"], record["stage"]) == (attempt, stage)
+        fail_again(api, clock, message=f"failure {attempt}")
+    detail = artifact(api)
+    assert detail["retry_count"] == 3
+    assert [r["attempt"] for r in detail["retries"]] == [1, 2, 3]
+
+    clock.advance(49 * HOUR_MS)
+    summary = Retention(api.services.db, clock, settings).cleanup_events()
+    assert summary["events_deleted"] > 0
+    assert summary["retries_deleted"] == 0
+    detail = artifact(api)
+    assert detail["timeline"] == []
+    assert detail["retry_count"] == 3
+    assert detail["status"] == "failed"
+    history = items_of(api.call("GET", "/v1/artifacts/a1/retries"))
+    assert [(r["attempt"], r["stage"], r["status"]) for r in history] == [
+        (1, "transcription", "failed"),
+        (2, "claims_extraction", "failed"),
+        (3, "full", "failed"),
+    ]
+
+    fail_again(api, clock, message="after expiry")
+    record = accepted_retry(api, stage="entity_resolution")
+    assert record["attempt"] == 4
+    detail = artifact(api)
+    assert detail["retry_count"] == 4
+    assert detail["status"] == "processing"
+    assert [r["attempt"] for r in detail["retries"]] == [1, 2, 3, 4]
+    [initiated] = timeline_of(api, "retry_initiated")
+    assert initiated["metadata"]["retry_attempt"] == 4
