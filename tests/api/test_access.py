@@ -78,11 +78,14 @@ class World:
     def call(self, method: str, path: str, caller: str, **kwargs: Any) -> Any:
         return self.api.call(method, path, self.keys[caller], **kwargs)
 
-    def stored(self) -> tuple[int, list[Any]]:
-        """What a refused write must leave alone: the event count and the org directory."""
+    def stored(self) -> tuple[Any, ...]:
+        """What a refused write must leave alone: events, the org directory, retries and job runs."""
         with self.api.services.db.read() as conn:
             events = count_events(conn)
-        return events, [(o.organization_id, o.name) for o in self.api.services.orgs.list()]
+        orgs = [(o.organization_id, o.name) for o in self.api.services.orgs.list()]
+        retries = items_of(self.api.call("GET", "/v1/artifacts/art-b/retries"))
+        runs = items_of(self.api.call("GET", "/v1/jobs/cleanup-events/runs"))
+        return events, orgs, len(retries), len(runs)
 
 
 @pytest.fixture
@@ -236,10 +239,13 @@ def test_scoped_key_naming_its_own_organization_is_served(world: World, path: st
 
 
 @pytest.mark.parametrize("artifact_id", ["art-b", "art-x"])
-def test_another_organizations_artifact_is_404_as_if_missing(world: World, artifact_id: str) -> None:
-    assert world.call("GET", f"/v1/artifacts/{artifact_id}", "staff").status_code == 200
-    hidden = world.call("GET", f"/v1/artifacts/{artifact_id}", "viewer@a")
-    missing = world.call("GET", "/v1/artifacts/no-such-artifact", "viewer@a")
+@pytest.mark.parametrize("suffix", ["", "/retries"])
+def test_another_organizations_artifact_is_404_as_if_missing(
+    world: World, artifact_id: str, suffix: str
+) -> None:
+    assert world.call("GET", f"/v1/artifacts/{artifact_id}{suffix}", "staff").status_code == 200
+    hidden = world.call("GET", f"/v1/artifacts/{artifact_id}{suffix}", "viewer@a")
+    missing = world.call("GET", f"/v1/artifacts/no-such-artifact{suffix}", "viewer@a")
     assert_error(missing, 404, "artifact_not_found")
     assert_error(hidden, 404, "artifact_not_found")
     assert artifact_id not in str(items_of(world.call("GET", "/v1/artifacts", "viewer@a")))

@@ -325,11 +325,8 @@ def test_later_completion_ends_the_retry_succeeded(api: Api, clock: FakeClock) -
     assert artifact(api)["retries"][0]["status"] == "pending"
     clock.advance(SECOND_MS)
     done_ms = clock.now_ms()
-    post_events(
-        api,
-        ev("transcription_completed", "a1", done_ms - 500),
-        ev("artifact_completed", "a1", done_ms),
-    )
+    completion = [ev("transcription_completed", "a1", done_ms - 500), ev("artifact_completed", "a1", done_ms)]
+    post_events(api, *completion)
     detail = artifact(api)
     assert detail["status"] == "completed"
     [ended] = detail["retries"]
@@ -341,6 +338,9 @@ def test_later_completion_ends_the_retry_succeeded(api: Api, clock: FakeClock) -
     assert succeeded["timestamp"] == ended["finished_at"]
     assert timeline_of(api, "retry_failed") == []
     # The same completion replayed changes nothing; a later failure no longer touches the ended retry.
+    replay = api.call("POST", "/v1/events", json={"events": completion}).json()
+    assert (replay["accepted"], replay["duplicates"]) == (0, 2)
+    assert len(timeline_of(api, "retry_succeeded")) == 1
     fail_again(api, clock)
     assert artifact(api)["retries"][0]["status"] == "succeeded"
     assert timeline_of(api, "retry_failed") == []
@@ -460,3 +460,25 @@ def test_attempts_count_across_stages_and_survive_event_expiry(
     assert [r["attempt"] for r in detail["retries"]] == [1, 2, 3, 4]
     [initiated] = timeline_of(api, "retry_initiated")
     assert initiated["metadata"]["retry_attempt"] == 4
+
+
+def test_numbering_continues_after_the_oldest_retry_records_expire(
+    api: Api, clock: FakeClock, settings: Settings
+) -> None:
+    """Retry records expire by age (90 days) while a still-active artifact's summary stays: the next
+    attempt continues the numbering instead of reusing a number that is still taken."""
+    day_ms = 24 * HOUR_MS
+    failed_artifact(api, clock)
+    accepted_retry(api)
+    fail_again(api, clock)
+    clock.advance(89 * day_ms)
+    fail_again(api, clock)
+    assert accepted_retry(api)["attempt"] == 2
+    fail_again(api, clock)
+    clock.advance(2 * day_ms)
+    summary = Retention(api.services.db, clock, settings).cleanup_events()
+    assert summary["retries_deleted"] == 1
+    assert summary["artifacts_deleted"] == 0
+    fail_again(api, clock)
+    assert accepted_retry(api)["attempt"] == 3
+    assert [r["attempt"] for r in items_of(api.call("GET", "/v1/artifacts/a1/retries"))] == [2, 3]

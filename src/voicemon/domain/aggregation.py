@@ -8,8 +8,12 @@ its organization's scope.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
 
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.model import (
@@ -17,7 +21,6 @@ from voicemon.domain.model import (
     STAGE_FAILURE_TYPES,
     STAGE_OF_TYPE,
     EventType,
-    Stage,
 )
 from voicemon.domain.snapshot import SnapshotParts
 
@@ -37,6 +40,8 @@ class TypeGroup:
     claims: int
     entities: int
     drafts: int
+    # Durations (µs) of the group's events that are latency samples (stage completions).
+    durations_us: NDArray[np.int64]
 
 
 def _scopes(organization_id: str | None) -> tuple[str, ...]:
@@ -44,25 +49,32 @@ def _scopes(organization_id: str | None) -> tuple[str, ...]:
 
 
 def build_parts(
-    groups: Iterable[TypeGroup],
-    durations_us: Iterable[tuple[str | None, str, int]],
-    end_to_end_us: Iterable[tuple[str | None, int]],
+    groups: Iterable[TypeGroup], end_to_end_us: Iterable[tuple[str | None, int]]
 ) -> dict[str, SnapshotParts]:
     """Snapshot parts per scope. The platform scope is always present, even for an empty hour."""
     parts: dict[str, SnapshotParts] = {PLATFORM_SCOPE: SnapshotParts()}
 
     def scope_parts(organization_id: str | None) -> list[SnapshotParts]:
-        return [parts.setdefault(s, SnapshotParts()) for s in _scopes(organization_id)]
+        out = []
+        for scope in _scopes(organization_id):
+            found = parts.get(scope)
+            if found is None:
+                found = parts[scope] = SnapshotParts()
+            out.append(found)
+        return out
 
     for g in groups:
+        stage = STAGE_OF_TYPE[g.event_type]
         for p in scope_parts(g.organization_id):
             _add_group(p, g)
-    for organization_id, stage, value_us in durations_us:
-        for p in scope_parts(organization_id):
-            p.stages[Stage(stage)].latency.add_us(value_us)
+            if len(g.durations_us) and stage is not None and g.event_type in STAGE_COMPLETION_TYPES:
+                p.stages[stage].latency.add_many_us(g.durations_us)
+    by_org: dict[str | None, list[int]] = defaultdict(list)
     for organization_id, value_us in end_to_end_us:
+        by_org[organization_id].append(value_us)
+    for organization_id, values in by_org.items():
         for p in scope_parts(organization_id):
-            p.end_to_end.add_us(value_us)
+            p.end_to_end.add_many_us(values)
     return parts
 
 

@@ -8,6 +8,7 @@ duration (the earlier system's latencies were always 0 because it could not do t
 
 from __future__ import annotations
 
+from copy import copy
 from dataclasses import dataclass, field, replace
 
 from voicemon.domain.events import MAX_DURATION_MS, Event
@@ -23,9 +24,12 @@ from voicemon.domain.model import (
 from voicemon.domain.retries import RESET_STAGE, RESET_STATUS, RetryStage
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ArtifactState:
-    """One row of artifact summary. ``status_at_ms`` is the time of the event that set ``status``."""
+    """One row of artifact summary. ``status_at_ms`` is the time of the event that set ``status``.
+
+    Mutable only so that :func:`fold` can update its private working copies in place (the hot path of
+    ingestion); every public function returns new objects and leaves its inputs alone."""
 
     artifact_id: str
     organization_id: str | None = None
@@ -66,54 +70,58 @@ def new_artifact(event: Event) -> ArtifactState:
 
 
 def apply_event(state: ArtifactState, event: Event) -> tuple[ArtifactState, Event]:
-    """Fold one newly stored event into the summary.
+    """Fold one newly stored event into a copy of the summary.
 
     Returns the new summary and the event with its duration worked out from the matching ``*_started``
     event when it had none of its own.
     """
-    if event.duration_ms is None and event.event_type in TIMED_TYPES and event.pipeline_stage is not None:
-        started = state.stage_started_ms.get(event.pipeline_stage.value)
-        if started is not None and started <= event.timestamp_ms < started + MAX_DURATION_MS:
-            event = replace(event, duration_ms=float(event.timestamp_ms - started))
+    working = copy(state)
+    return working, _apply_in_place(working, event)
 
-    changes: dict[str, object] = {
-        "event_count": state.event_count + 1,
-        "total_cost_nusd": state.total_cost_nusd + event.cost_nusd,
-        "first_event_at_ms": min(state.first_event_at_ms, event.timestamp_ms),
-        "last_event_at_ms": max(state.last_event_at_ms, event.timestamp_ms),
-    }
-    for name in ("organization_id", "voice_note_id", "coach_user_id", "source_channel"):
-        if getattr(state, name) is None and getattr(event, name) is not None:
-            changes[name] = getattr(event, name)
 
-    if event.event_type is EventType.ARTIFACT_RECEIVED and (
-        state.received_at_ms is None or event.timestamp_ms < state.received_at_ms
-    ):
-        changes["received_at_ms"] = event.timestamp_ms
-    if event.event_type is EventType.ARTIFACT_COMPLETED and (
-        state.completed_at_ms is None or event.timestamp_ms > state.completed_at_ms
-    ):
-        changes["completed_at_ms"] = event.timestamp_ms
+def _apply_in_place(s: ArtifactState, event: Event) -> Event:
+    """The state machine, mutating ``s`` (a private working copy)."""
+    ts = event.timestamp_ms
+    kind = event.event_type
+    if event.duration_ms is None and kind in TIMED_TYPES and event.pipeline_stage is not None:
+        started = s.stage_started_ms.get(event.pipeline_stage._value_)
+        if started is not None and started <= ts < started + MAX_DURATION_MS:
+            event = replace(event, duration_ms=float(ts - started))
 
-    started_stage = STARTED_TYPES.get(event.event_type)
+    s.event_count += 1
+    s.total_cost_nusd += event.cost_nusd
+    s.first_event_at_ms = min(s.first_event_at_ms, ts)
+    s.last_event_at_ms = max(s.last_event_at_ms, ts)
+    if s.organization_id is None:
+        s.organization_id = event.organization_id
+    if s.voice_note_id is None:
+        s.voice_note_id = event.voice_note_id
+    if s.coach_user_id is None:
+        s.coach_user_id = event.coach_user_id
+    if s.source_channel is None and event.metadata:
+        s.source_channel = event.source_channel
+
+    if kind is EventType.ARTIFACT_RECEIVED and (s.received_at_ms is None or ts < s.received_at_ms):
+        s.received_at_ms = ts
+    elif kind is EventType.ARTIFACT_COMPLETED and (s.completed_at_ms is None or ts > s.completed_at_ms):
+        s.completed_at_ms = ts
+
+    started_stage = STARTED_TYPES.get(kind)
     if started_stage is not None:
-        known = state.stage_started_ms.get(started_stage.value)
-        if known is None or event.timestamp_ms >= known:
-            changes["stage_started_ms"] = {**state.stage_started_ms, started_stage.value: event.timestamp_ms}
+        known = s.stage_started_ms.get(started_stage._value_)
+        if known is None or ts >= known:
+            s.stage_started_ms = {**s.stage_started_ms, started_stage._value_: ts}
 
-    if event.event_type is EventType.RETRY_INITIATED:
-        changes.update(_retry_reset(state, event))
-    elif (
-        event.event_type is EventType.RETRY_FAILED
-        and state.status is not Status.FAILED
-        and (state.status_at_ms is None or event.timestamp_ms >= state.status_at_ms)
-    ):
-        changes.update(_status_change(state, event, Status.FAILED))
-        changes["failed_stage"] = _retry_stage_of(event)
-    status = status_set_by(event.event_type, event.new_status)
-    if status is not None and (state.status_at_ms is None or event.timestamp_ms >= state.status_at_ms):
-        changes.update(_status_change(state, event, status))
-    return replace(state, **changes), event  # type: ignore[arg-type]
+    current = s.status_at_ms is None or ts >= s.status_at_ms
+    if kind is EventType.RETRY_INITIATED:
+        _retry_reset(s, event)
+    elif kind is EventType.RETRY_FAILED and s.status is not Status.FAILED and current:
+        _set_status(s, event, Status.FAILED)
+        s.failed_stage = _retry_stage_of(event)
+    status = status_set_by(kind, event.new_status)
+    if status is not None and current:
+        _set_status(s, event, status)
+    return event
 
 
 def _retry_stage(event: Event) -> RetryStage | None:
@@ -129,46 +137,46 @@ def _retry_stage_of(event: Event) -> Stage | None:
     return RESET_STAGE[stage] if stage is not None and stage is not RetryStage.FULL else None
 
 
-def _retry_reset(state: ArtifactState, event: Event) -> dict[str, object]:
+def _retry_reset(s: ArtifactState, event: Event) -> None:
     """A retry starts the artifact again from its stage (SPEC 9). The reset counts as a status change at
     the retry's time, so older events arriving late cannot undo it."""
-    changes: dict[str, object] = {"retry_count": state.retry_count + 1}
+    s.retry_count += 1
     stage = _retry_stage(event)
-    if stage is not None and (state.status_at_ms is None or event.timestamp_ms >= state.status_at_ms):
-        changes.update(
-            status=RESET_STATUS[stage],
-            status_at_ms=event.timestamp_ms,
-            current_stage=RESET_STAGE[stage],
-            failed_stage=None,
-        )
-    return changes
+    if stage is not None and (s.status_at_ms is None or event.timestamp_ms >= s.status_at_ms):
+        s.status = RESET_STATUS[stage]
+        s.status_at_ms = event.timestamp_ms
+        s.current_stage = RESET_STAGE[stage]
+        s.failed_stage = None
 
 
-def _status_change(state: ArtifactState, event: Event, status: Status) -> dict[str, object]:
-    changes: dict[str, object] = {"status": status, "status_at_ms": event.timestamp_ms}
+def _set_status(s: ArtifactState, event: Event, status: Status) -> None:
+    s.status = status
+    s.status_at_ms = event.timestamp_ms
     if event.pipeline_stage is not None:
-        changes["current_stage"] = event.pipeline_stage
+        s.current_stage = event.pipeline_stage
     if status is Status.FAILED:
-        changes["failed_stage"] = event.pipeline_stage or state.current_stage
-        changes["last_error_code"] = event.error_code
-        changes["last_error_message"] = event.error_message
+        s.failed_stage = event.pipeline_stage or s.current_stage
+        s.last_error_code = event.error_code
+        s.last_error_message = event.error_message
     else:
-        changes["failed_stage"] = None
-    return changes
+        s.failed_stage = None
 
 
 def fold(
     events: list[Event], existing: dict[str, ArtifactState]
 ) -> tuple[dict[str, ArtifactState], list[Event]]:
-    """Apply events in arrival order; returns the touched summaries and the events with durations filled."""
-    states = dict(existing)
+    """Apply events in arrival order; returns the touched summaries (new objects; ``existing`` is left
+    as it was) and the events with durations filled."""
+    states: dict[str, ArtifactState] = {}
     out: list[Event] = []
     for event in events:
-        if event.artifact_id is None:
+        artifact_id = event.artifact_id
+        if artifact_id is None:
             out.append(event)
             continue
-        state = states.get(event.artifact_id) or new_artifact(event)
-        state, timed = apply_event(state, event)
-        states[state.artifact_id] = state
-        out.append(timed)
-    return states, out
+        state = states.get(artifact_id)
+        if state is None:
+            known = existing.get(artifact_id)
+            state = states[artifact_id] = copy(known) if known is not None else new_artifact(event)
+        out.append(_apply_in_place(state, event))
+    return {**existing, **states}, out

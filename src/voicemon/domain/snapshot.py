@@ -7,9 +7,12 @@ a day, or days into a range, is :func:`merge_parts`; no rate or percentile is ev
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from voicemon.domain.events import NANO_USD_PER_USD
 from voicemon.domain.model import MEASURED_STAGES, Stage
@@ -33,6 +36,12 @@ class Latency:
         self.count += 1
         self.sum_us += value_us
         self.sketch.add(value_us / US_PER_MS)
+
+    def add_many_us(self, values_us: Sequence[int] | NDArray[np.int64]) -> None:
+        array = np.asarray(values_us, dtype=np.int64)
+        self.count += len(array)
+        self.sum_us += int(array.sum())
+        self.sketch.add_many(array / US_PER_MS)
 
     def merge(self, other: Latency) -> None:
         self.count += other.count

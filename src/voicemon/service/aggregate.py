@@ -17,7 +17,7 @@ from voicemon.clock import Clock
 from voicemon.domain.aggregation import build_parts
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.periods import Period, complete_periods, is_complete, needs_aggregation, period_start
-from voicemon.domain.snapshot import SnapshotParts
+from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.timeutil import format_time
 from voicemon.errors import ConflictError
 from voicemon.settings import Settings
@@ -33,7 +33,6 @@ def parts_from_events(conn: Connection, start_ms: int, end_ms: int) -> dict[str,
     and sums in one pass, sketches from the streamed durations."""
     return build_parts(
         snapshot_store.type_groups(conn, start_ms, end_ms),
-        snapshot_store.stage_durations(conn, start_ms, end_ms),
         snapshot_store.end_to_end_times(conn, start_ms, end_ms),
     )
 
@@ -83,9 +82,10 @@ class Aggregator:
         with self._db.read() as conn, conn.begin():
             read_version = snapshot_store.version_of(conn, Period.DAILY.value, start_ms)
             rows = snapshot_store.load_rows(conn, Period.HOURLY.value, start_ms, end_ms, ALL_SCOPES)
-        parts: dict[str, SnapshotParts] = {PLATFORM_SCOPE: SnapshotParts()}
+        by_scope: dict[str, list[SnapshotParts]] = {PLATFORM_SCOPE: []}
         for row in rows:
-            parts.setdefault(row.scope, SnapshotParts()).merge(row.parts)
+            by_scope.setdefault(row.scope, []).append(row.parts)
+        parts = {scope: merge_parts(group) for scope, group in by_scope.items()}
         with self._db.write() as conn:
             snapshot_store.replace_period(conn, Period.DAILY.value, start_ms, parts, now_ms, read_version)
         logger.info(

@@ -34,10 +34,6 @@ from voicemon.storage import snapshots as snapshot_store
 MAX_BATCH_EVENTS = 1000
 
 
-class ConcurrentInsertError(Exception):
-    """Another writer stored one of these event ids after we checked; the transaction is redone."""
-
-
 @dataclass(frozen=True, slots=True)
 class Rejection:
     index: int
@@ -77,9 +73,10 @@ def validate_items(
 def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[str]:
     """Store the events not stored before, inside the caller's write transaction.
 
-    Returns the ids that this call stored. The first of several events with one id wins. Raises
-    :class:`ConcurrentInsertError` if another writer stored one of the ids in the meantime; the caller
-    rolls back and calls again.
+    Returns the ids that this call stored. The first of several events with one id wins. If another
+    writer stored one of the ids in the meantime, the insert fails on the unique index
+    (:class:`~voicemon.errors.IntegrityConflict` from the transaction); the caller rolls back and calls
+    again, and the second call sees the id as stored.
     """
     unique: dict[str, Event] = {}
     for event in batch:
@@ -97,14 +94,12 @@ def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[s
     outcomes = decide_outcomes(fresh, flying, EventMaker(_context(before, fresh), now_ms)) if flying else []
     after, timed = fold([*fresh, *(o.event for o in outcomes)], before)
 
-    inserted = event_store.insert_events(conn, timed)
-    if len(inserted) != len(timed):
-        raise ConcurrentInsertError(f"{len(timed) - len(inserted)} event ids were stored concurrently")
+    event_store.insert_events(conn, timed)
     artifact_store.save_artifacts(conn, [after[i] for i in sorted(artifact_ids)], set(before))
     counter_store.add_to_buckets(conn, bucket_deltas(timed))
     snapshot_store.bump_versions(conn, touched_periods(timed))
     retry_store.finish_many(conn, outcomes)
-    return inserted
+    return {e.event_id for e in timed}
 
 
 def _context(

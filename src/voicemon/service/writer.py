@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from voicemon.clock import Clock
 from voicemon.domain.events import Event
-from voicemon.errors import StorageError
-from voicemon.service.ingest import ConcurrentInsertError, store_events
+from voicemon.errors import IntegrityConflict, StorageError
+from voicemon.service.ingest import store_events
 from voicemon.storage import Database
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class GroupCommitWriter:
             try:
                 with self._db.write() as conn:
                     return store_events(conn, events, self._clock.now_ms())
-            except ConcurrentInsertError:
+            except IntegrityConflict:
                 logger.info(
                     "ingest conflict, redoing",
                     extra={"action": "ingest_conflict_retry", "attempt": attempt + 1},

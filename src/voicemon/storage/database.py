@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, Select, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Insert, Select, Table, Text, cast, create_engine, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -124,6 +124,25 @@ def upsert_replace(conn: Connection, table: Table, keys: Sequence[str], columns:
         index_elements=list(keys),
         set_={name: stmt.excluded[name] for name in columns},
     )
+
+
+def bulk_insert(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """The driver's own executemany for a plain INSERT of many rows, without per-row work in
+    SQLAlchemy (the ingest hot path). Rows are tuples in ``columns`` order."""
+    if not rows:
+        return
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    conn.exec_driver_sql(sql, list(rows))
+
+
+def concat_integers(conn: Connection, column: Any) -> Any:
+    """An aggregate that joins a group's non-null integers into one comma-separated string."""
+    if conn.dialect.name == "postgresql":
+        return func.string_agg(cast(column, Text), ",")
+    return func.group_concat(column, ",")
 
 
 def lock_for_update(conn: Connection, query: Select[Any]) -> Select[Any]:

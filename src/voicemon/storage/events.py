@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Row, and_, func, or_, select
 
 from voicemon.domain.events import Event, dumps_metadata
 from voicemon.domain.model import EventType, Stage, Status
-from voicemon.storage.database import insert_ignore
+from voicemon.storage.database import bulk_insert
 from voicemon.storage.tables import events
 
 IN_CHUNK = 1000
@@ -54,40 +54,65 @@ def existing_event_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
     return found
 
 
-def insert_events(conn: Connection, new_events: Sequence[Event]) -> set[str]:
-    """Insert the events, skipping ids already stored; returns the ids this call inserted."""
-    if not new_events:
-        return set()
-    stmt = insert_ignore(conn, events, ["event_id"]).returning(events.c.event_id)
-    result = conn.execute(stmt, [_to_row(e) for e in new_events])
-    return set(result.scalars())
+def insert_events(conn: Connection, new_events: Sequence[Event]) -> None:
+    """Insert events whose ids were checked to be new. A plain INSERT (the driver's fast executemany):
+    if another writer stored one of the ids meanwhile, the unique index refuses it and the caller's
+    transaction is rolled back and redone."""
+    bulk_insert(conn, events, INSERT_COLUMNS, [_to_row(e) for e in new_events])
 
 
-def _to_row(e: Event) -> dict[str, Any]:
-    return {
-        "event_id": e.event_id,
-        "event_type": e.event_type.value,
-        "artifact_id": e.artifact_id,
-        "organization_id": e.organization_id,
-        "voice_note_id": e.voice_note_id,
-        "coach_user_id": e.coach_user_id,
-        "pipeline_stage": e.pipeline_stage.value if e.pipeline_stage else None,
-        "ts_ms": e.timestamp_ms,
-        "received_ms": e.received_ms,
-        "stage_started_at_ms": e.stage_started_at_ms,
-        "stage_completed_at_ms": e.stage_completed_at_ms,
-        "duration_us": to_micros(e.duration_ms),
-        "previous_status": e.previous_status.value if e.previous_status else None,
-        "new_status": e.new_status.value if e.new_status else None,
-        "error_message": e.error_message,
-        "error_code": e.error_code,
-        "metadata": dumps_metadata(e.metadata),
-        "cost_nusd": e.cost_nusd,
-        "confidence_ppb": to_ppb(e.confidence),
-        "claim_count": e.claim_count,
-        "entity_count": e.entity_count,
-        "draft_count": e.draft_count,
-    }
+INSERT_COLUMNS = (
+    "event_id",
+    "event_type",
+    "artifact_id",
+    "organization_id",
+    "voice_note_id",
+    "coach_user_id",
+    "pipeline_stage",
+    "ts_ms",
+    "received_ms",
+    "stage_started_at_ms",
+    "stage_completed_at_ms",
+    "duration_us",
+    "previous_status",
+    "new_status",
+    "error_message",
+    "error_code",
+    "metadata",
+    "cost_nusd",
+    "confidence_ppb",
+    "claim_count",
+    "entity_count",
+    "draft_count",
+)
+
+
+def _to_row(e: Event) -> tuple[Any, ...]:
+    """The event as a tuple in :data:`INSERT_COLUMNS` order."""
+    return (
+        e.event_id,
+        e.event_type._value_,
+        e.artifact_id,
+        e.organization_id,
+        e.voice_note_id,
+        e.coach_user_id,
+        e.pipeline_stage._value_ if e.pipeline_stage else None,
+        e.timestamp_ms,
+        e.received_ms,
+        e.stage_started_at_ms,
+        e.stage_completed_at_ms,
+        to_micros(e.duration_ms),
+        e.previous_status._value_ if e.previous_status else None,
+        e.new_status._value_ if e.new_status else None,
+        e.error_message,
+        e.error_code,
+        dumps_metadata(e.metadata),
+        e.cost_nusd,
+        to_ppb(e.confidence),
+        e.claim_count,
+        e.entity_count,
+        e.draft_count,
+    )
 
 
 def _from_row(row: Row[Any]) -> StoredEvent:

@@ -36,7 +36,8 @@ def _retry(row: Any) -> Retry:
 
 @dataclass(frozen=True, slots=True)
 class RetryStats:
-    """What a new retry request is checked against: all earlier attempts and the recent ones."""
+    """What a new retry request is checked against: the highest attempt number so far and the recent
+    retries. (The highest number, not a count: the oldest records expire by age while the artifact stays.)"""
 
     attempts: int
     recent: int
@@ -46,12 +47,14 @@ class RetryStats:
 def stats(conn: Connection, artifact_id: str, since_ms: int) -> RetryStats:
     r = retries.c
     attempts, recent = conn.execute(
-        select(func.count(), func.count().filter(r.created_ms > since_ms)).where(r.artifact_id == artifact_id)
+        select(func.max(r.attempt), func.count().filter(r.created_ms > since_ms)).where(
+            r.artifact_id == artifact_id
+        )
     ).one()
     row = conn.execute(
         select(retries).where(r.artifact_id == artifact_id, r.status.in_([s.value for s in IN_FLIGHT]))
     ).first()
-    return RetryStats(int(attempts), int(recent or 0), _retry(row) if row is not None else None)
+    return RetryStats(int(attempts or 0), int(recent or 0), _retry(row) if row is not None else None)
 
 
 def insert_retry(conn: Connection, retry: Retry) -> None:

@@ -6,13 +6,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, select
+import numpy as np
+from sqlalchemy import Connection, and_, case, delete, func, select
 
 from voicemon.domain.aggregation import TypeGroup
 from voicemon.domain.model import STAGE_COMPLETION_TYPES, EventType, Stage
 from voicemon.domain.sketch import LatencySketch
 from voicemon.domain.snapshot import SnapshotParts
-from voicemon.storage.database import upsert_add, upsert_replace
+from voicemon.storage.database import concat_integers, upsert_add, upsert_replace
 from voicemon.storage.tables import STAGE_KEYS, artifacts, events, period_versions, snapshots
 
 STREAM_ROWS = 10_000
@@ -31,8 +32,10 @@ class SnapshotRow:
 
 
 def type_groups(conn: Connection, start_ms: int, end_ms: int) -> list[TypeGroup]:
-    """One pass in SQL: per (organization, event type) counts and exact sums over ``[start_ms, end_ms)``."""
+    """One pass in SQL over ``[start_ms, end_ms)``: per (organization, event type) counts, exact sums,
+    and the list of durations of stage completions (the latency samples), as one string per group."""
     e = events.c
+    samples = case((e.event_type.in_(COMPLETION_TYPES), e.duration_us), else_=None)
     query = (
         select(
             e.organization_id,
@@ -44,28 +47,30 @@ def type_groups(conn: Connection, start_ms: int, end_ms: int) -> list[TypeGroup]
             func.coalesce(func.sum(e.claim_count), 0),
             func.coalesce(func.sum(e.entity_count), 0),
             func.coalesce(func.sum(e.draft_count), 0),
+            concat_integers(conn, samples),
         )
         .where(e.ts_ms >= start_ms, e.ts_ms < end_ms)
         .group_by(e.organization_id, e.event_type)
     )
     return [
-        TypeGroup(org, EventType(t), int(n), int(cost), int(conf), int(nconf), int(cl), int(en), int(dr))
-        for org, t, n, cost, conf, nconf, cl, en, dr in conn.execute(query)
+        TypeGroup(
+            org,
+            EventType(t),
+            int(n),
+            int(cost),
+            int(conf),
+            int(nconf),
+            int(cl),
+            int(en),
+            int(dr),
+            np.array(durations.split(","), dtype=np.int64) if durations else _NO_SAMPLES,
+        )
+        for org, t, n, cost, conf, nconf, cl, en, dr, durations in conn.execute(query)
     ]
 
 
-def stage_durations(conn: Connection, start_ms: int, end_ms: int) -> Iterator[tuple[str | None, str, int]]:
-    """(organization, stage, duration µs) of every stage completion with a known duration, streamed."""
-    e = events.c
-    query = select(e.organization_id, e.pipeline_stage, e.duration_us).where(
-        e.ts_ms >= start_ms,
-        e.ts_ms < end_ms,
-        e.event_type.in_([t.value for t in STAGE_COMPLETION_TYPES]),
-        e.duration_us.is_not(None),
-    )
-    result = conn.execution_options(yield_per=STREAM_ROWS).execute(query)
-    for org, stage, duration in result:
-        yield org, stage, int(duration)
+_NO_SAMPLES = np.zeros(0, dtype=np.int64)
+COMPLETION_TYPES = sorted(t.value for t in STAGE_COMPLETION_TYPES)
 
 
 def end_to_end_times(conn: Connection, start_ms: int, end_ms: int) -> Iterator[tuple[str | None, int]]:

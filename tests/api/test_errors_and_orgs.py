@@ -1,0 +1,217 @@
+"""Error replies (SPEC 7), the organization directory round trip, and /healthz."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import NOW_MS, STAFF, Api
+from tests.helpers import ev, items_of
+from voicemon.clock import FakeClock
+from voicemon.domain.timeutil import MINUTE_MS, format_time
+
+
+def assert_error(response: Any, status: int, code: str | None = None) -> str:
+    """Checks the one error shape and returns its message."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    assert isinstance(body["error"]["code"], str)
+    assert body["error"]["code"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    message = body["error"]["message"]
+    assert isinstance(message, str)
+    assert message
+    return message
+
+
+# --- 404 and 405 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/nope", "/v2/events", "/", "/v1/events/extra/segments"])
+@pytest.mark.parametrize("with_key", [True, False])
+def test_unknown_route_is_404(api: Api, path: str, with_key: bool) -> None:
+    r = api.call("GET", path, None if with_key else "")
+    assert_error(r, 404, "not_found")
+
+
+def test_wrong_method_is_405_with_the_error_shape(api: Api) -> None:
+    assert_error(api.call("DELETE", "/v1/events"), 405, "method_not_allowed")
+    assert_error(api.call("POST", "/v1/orgs"), 405, "method_not_allowed")
+
+
+def test_unknown_artifact_is_404(api: Api) -> None:
+    message = assert_error(api.call("GET", "/v1/artifacts/never-seen"), 404, "artifact_not_found")
+    assert "never-seen" in message
+
+
+# --- 422 on query parameters ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=not-a-cursor", "cursor"),
+        ("cursor=WyJhcnQiLDEsIngiXQ", "cursor"),  # a well-formed cursor of the artifact list
+        ("start=yesterday", "start"),
+        ("start=2026-11-28T13:00:00", "start"),  # no offset
+        ("end=2026-13-45T00:00:00Z", "end"),
+        ("end=" + "9" * 5000, "end"),
+        ("start=--5", "start"),
+        ("event_type=artifact_exploded", "event_type"),
+        ("pipeline_stage=digestion", "pipeline_stage"),
+        ("organization_id=", "organization_id"),
+        ("artifact_id=" + "a" * 129, "artifact_id"),
+        ("artifact_id=a%00b", "artifact_id"),
+    ],
+)
+def test_bad_event_list_parameters_are_422_naming_the_field(api: Api, query: str, field: str) -> None:
+    message = assert_error(api.call("GET", f"/v1/events?{query}"), 422)
+    assert message.startswith(f"{field}:") or f" {field}:" in message, message
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=1000", "limit"),
+        ("status=sleeping", "status"),
+        ("cursor=%%%", "cursor"),
+        ("organization_id=" + "o" * 129, "organization_id"),
+    ],
+)
+def test_bad_artifact_list_parameters_are_422_naming_the_field(api: Api, query: str, field: str) -> None:
+    message = assert_error(api.call("GET", f"/v1/artifacts?{query}"), 422)
+    assert message.startswith(f"{field}:"), message
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("start=yesterday", "invalid_time"),
+        ("start=2026-11-28T13:00:00", "naive_time"),
+        ("cursor=not-a-cursor", "invalid_cursor"),
+    ],
+)
+def test_time_and_cursor_errors_carry_their_own_code(api: Api, query: str, code: str) -> None:
+    assert_error(api.call("GET", f"/v1/events?{query}"), 422, code)
+
+
+def test_a_cursor_of_one_list_is_refused_by_another(api: Api) -> None:
+    events = [ev("artifact_received", f"c{i}", NOW_MS - i * MINUTE_MS) for i in range(3)]
+    assert api.services.ingest_blocking(events, STAFF).accepted == 3
+    page = api.call("GET", "/v1/events?limit=1").json()
+    assert page["next_cursor"]
+    following = api.call("GET", f"/v1/events?limit=1&cursor={page['next_cursor']}")
+    assert items_of(following) != page["items"]
+    assert_error(api.call("GET", f"/v1/artifacts?cursor={page['next_cursor']}"), 422, "invalid_cursor")
+
+
+def test_good_parameters_are_accepted(api: Api) -> None:
+    # The control for the table above: the same parameters with valid values are served.
+    query = "limit=500&start=2026-11-28T13:00:00%2B02:00&end=1796563200000&event_type=artifact_received"
+    assert items_of(api.call("GET", f"/v1/events?{query}")) == []
+    assert items_of(api.call("GET", "/v1/artifacts?limit=1&status=stuck")) == []
+
+
+# --- the organization directory ---------------------------------------------------------------------
+
+
+def test_put_then_list_round_trip(api: Api) -> None:
+    assert items_of(api.call("GET", "/v1/orgs")) == []
+
+    r = api.call("PUT", "/v1/orgs/org-a", json={"name": "Alpha Coaching"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "organization_id": "org-a",
+        "name": "Alpha Coaching",
+        "updated_at": format_time(NOW_MS),
+    }
+    assert api.call("PUT", "/v1/orgs/org-b", json={"name": "  Béta — ünïcode  "}).status_code == 200
+
+    listed = {o["organization_id"]: o for o in items_of(api.call("GET", "/v1/orgs"))}
+    assert listed == {
+        "org-a": {"organization_id": "org-a", "name": "Alpha Coaching", "updated_at": format_time(NOW_MS)},
+        "org-b": {
+            "organization_id": "org-b",
+            "name": "  Béta — ünïcode  ",
+            "updated_at": format_time(NOW_MS),
+        },
+    }
+
+
+def test_put_again_renames_without_duplicating(api: Api, clock: FakeClock) -> None:
+    assert api.call("PUT", "/v1/orgs/org-a", json={"name": "Old"}).status_code == 200
+    clock.advance(MINUTE_MS)
+    r = api.call("PUT", "/v1/orgs/org-a", json={"name": "New"})
+    assert r.status_code == 200, r.text
+    items = items_of(api.call("GET", "/v1/orgs"))
+    assert items == [
+        {"organization_id": "org-a", "name": "New", "updated_at": format_time(NOW_MS + MINUTE_MS)}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"name": ""}, None),
+        ({"name": "   "}, "invalid_length"),
+        ({"name": "\t\n"}, "invalid_length"),
+        ({"name": "x" * 201}, None),
+        ({"name": 42}, None),
+        ({"name": None}, None),
+        ({"name": "a\x00b"}, "invalid_character"),
+        ({}, None),
+        ({"name": "ok", "colour": "red"}, None),
+    ],
+)
+def test_bad_org_name_is_422_naming_name_and_stores_nothing(api: Api, body: Any, code: str | None) -> None:
+    r = api.call("PUT", "/v1/orgs/org-a", json=body)
+    message = assert_error(r, 422, code)
+    field = "colour" if "colour" in body else "name"
+    assert message.startswith(f"{field}:"), message
+    assert items_of(api.call("GET", "/v1/orgs")) == []
+
+
+def test_longest_name_and_id_are_accepted(api: Api) -> None:
+    org_id = "o" * 128
+    r = api.call("PUT", f"/v1/orgs/{org_id}", json={"name": "n" * 200})
+    assert r.status_code == 200, r.text
+    assert [o["organization_id"] for o in items_of(api.call("GET", "/v1/orgs"))] == [org_id]
+
+
+def test_org_id_too_long_is_422(api: Api) -> None:
+    message = assert_error(api.call("PUT", "/v1/orgs/" + "o" * 129, json={"name": "x"}), 422)
+    assert message.startswith("organization_id:"), message
+
+
+def test_put_body_that_is_not_json_is_refused(api: Api) -> None:
+    r = api.call("PUT", "/v1/orgs/org-a", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert r.status_code in {400, 422}, r.text
+    assert_error(r, r.status_code)
+    assert items_of(api.call("GET", "/v1/orgs")) == []
+
+
+# --- health -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["", "vm_0123456789abcdef_wrong"])
+def test_healthz_needs_no_key_and_reports_the_database(api: Api, key: str) -> None:
+    r = api.call("GET", "/healthz", key)
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "database": "ok"}
+    assert r.headers["content-type"].startswith("application/json")
+
+
+def test_healthz_is_503_when_the_database_is_unreachable(api: Api, monkeypatch: Any) -> None:
+    monkeypatch.setattr(api.services.db, "ping", lambda: False)
+    r = api.call("GET", "/healthz", "")
+    assert r.status_code == 503
+    assert r.json() == {"status": "degraded", "database": "unreachable"}
