@@ -30,5 +30,9 @@ test: check
 demo: $(STAMP)
 	PORT=$(PORT) $(BIN)/voicemon demo --port $(PORT)
 
+# Full run (<= 15 min) or QUICK=1 (<= 3 min); writes bench-results.json.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

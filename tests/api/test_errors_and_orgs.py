@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -112,6 +114,34 @@ def test_a_cursor_of_one_list_is_refused_by_another(api: Api) -> None:
     following = api.call("GET", f"/v1/events?limit=1&cursor={page['next_cursor']}")
     assert items_of(following) != page["items"]
     assert_error(api.call("GET", f"/v1/artifacts?cursor={page['next_cursor']}"), 422, "invalid_cursor")
+
+
+def _cursor(*parts: object) -> str:
+    """A cursor made by hand: base64url JSON without padding, like the ones the lists return."""
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "cursor"),
+    [
+        # Keys no database column can hold: beyond 64 bits, or a string with NUL (PostgreSQL text).
+        ("/v1/events", _cursor("ev", 2**63, 1)),
+        ("/v1/events", _cursor("ev", -(2**63) - 1, 1)),
+        ("/v1/events", _cursor("ev", 1, 2**64)),
+        ("/v1/artifacts", _cursor("art", 2**63, "a1")),
+        ("/v1/artifacts", _cursor("art", 1, "a\x00")),
+        ("/v1/artifacts", _cursor("art", 1, True)),
+    ],
+)
+def test_forged_cursors_are_422_not_a_server_error(api: Api, path: str, cursor: str) -> None:
+    assert_error(api.call("GET", f"{path}?cursor={cursor}"), 422, "invalid_cursor")
+
+
+@pytest.mark.parametrize(
+    ("path", "cursor"), [("/v1/events", ("ev", 2**62, 7)), ("/v1/artifacts", ("art", 5, "z"))]
+)
+def test_hand_made_cursors_in_range_are_served(api: Api, path: str, cursor: tuple[object, ...]) -> None:
+    assert items_of(api.call("GET", f"{path}?cursor={_cursor(*cursor)}")) == []
 
 
 def test_good_parameters_are_accepted(api: Api) -> None:

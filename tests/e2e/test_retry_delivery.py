@@ -273,7 +273,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
             )
 
-    def wait_until_up(self, timeout_s: float = 20.0) -> None:
+    def wait_until_up(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -462,11 +462,12 @@ def test_attempts_count_across_stages_and_survive_event_expiry(
     assert initiated["metadata"]["retry_attempt"] == 4
 
 
-def test_numbering_continues_after_the_oldest_retry_records_expire(
+def test_retry_history_lives_exactly_as_long_as_its_artifact(
     api: Api, clock: FakeClock, settings: Settings
 ) -> None:
-    """Retry records expire by age (90 days) while a still-active artifact's summary stays: the next
-    attempt continues the numbering instead of reusing a number that is still taken."""
+    """Retry records are not aged out on their own: while the artifact's summary is kept (it keeps
+    receiving events), its whole history stays and numbering continues; once the summary expires,
+    its retries go with it, so retry_count and the history never disagree."""
     day_ms = 24 * HOUR_MS
     failed_artifact(api, clock)
     accepted_retry(api)
@@ -477,8 +478,41 @@ def test_numbering_continues_after_the_oldest_retry_records_expire(
     fail_again(api, clock)
     clock.advance(2 * day_ms)
     summary = Retention(api.services.db, clock, settings).cleanup_events()
-    assert summary["retries_deleted"] == 1
-    assert summary["artifacts_deleted"] == 0
+    assert (summary["retries_deleted"], summary["artifacts_deleted"]) == (0, 0)
     fail_again(api, clock)
     assert accepted_retry(api)["attempt"] == 3
-    assert [r["attempt"] for r in items_of(api.call("GET", "/v1/artifacts/a1/retries"))] == [2, 3]
+    assert [r["attempt"] for r in items_of(api.call("GET", "/v1/artifacts/a1/retries"))] == [1, 2, 3]
+    assert api.call("GET", "/v1/artifacts/a1").json()["retry_count"] == 3
+    clock.advance(91 * day_ms)
+    summary = Retention(api.services.db, clock, settings).cleanup_events()
+    assert (summary["retries_deleted"], summary["artifacts_deleted"]) == (3, 1)
+    assert api.call("GET", "/v1/artifacts/a1/retries").status_code == 404
+
+
+def test_failure_stamped_slightly_in_the_future_is_still_reset(api: Api, clock: FakeClock) -> None:
+    """Ingestion accepts times up to 5 minutes ahead (clock skew); a retry still resets such a failure."""
+    now = clock.now_ms()
+    post_events(
+        api,
+        ev("artifact_received", "a1", now - MINUTE_MS, organization_id=ORG),
+        ev("transcription_failed", "a1", now + 2 * MINUTE_MS, error_code="E1", error_message="skewed"),
+    )
+    assert artifact(api)["status"] == "failed"
+    accepted_retry(api, stage="transcription")
+    assert artifact(api)["status"] == "transcribing"
+    assert retry(api).json()["error"]["code"] == "retry_in_progress"
+
+
+def test_command_of_a_retry_that_already_ended_is_not_sent(api: Api, clock: FakeClock) -> None:
+    """The artifact completed before the dispatcher got to the command: nobody waits for that work."""
+    calls: list[RetryCommand] = []
+    api.services.set_retry_handler(calls.append)
+    failed_artifact(api, clock)
+    accepted_retry(api)
+    clock.advance(1000)
+    post_events(api, ev("artifact_completed", "a1", clock.now_ms(), organization_id=ORG))
+    assert api.services.dispatcher.run_once() == 1
+    assert calls == []
+    assert [row.status for row in outbox_rows(api.services)] == ["skipped"]
+    (record,) = items_of(api.call("GET", "/v1/artifacts/a1/retries"))
+    assert record["status"] == "succeeded"

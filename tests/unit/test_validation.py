@@ -109,7 +109,9 @@ def test_event_type_is_required() -> None:
     assert errors(base(event_type=None)) == [("event_type", "required")]
 
 
-@pytest.mark.parametrize("value", ["not_a_type", "Transcription_Completed", "", 7, True, ["artifact_received"]])
+@pytest.mark.parametrize(
+    "value", ["not_a_type", "Transcription_Completed", "", 7, True, ["artifact_received"]]
+)
 def test_event_type_must_be_one_of_the_27(value: object) -> None:
     assert errors(base(event_type=value)) == [("event_type", "invalid_enum")]
 
@@ -215,7 +217,9 @@ def test_a_stage_is_kept_when_the_type_has_none() -> None:
             Stage.DRAFT_GENERATION
         )
         assert ok(base(event_type=kind)).pipeline_stage is None
-    changed = ok(base(event_type="artifact_status_changed", new_status="processing", pipeline_stage="ingestion"))
+    changed = ok(
+        base(event_type="artifact_status_changed", new_status="processing", pipeline_stage="ingestion")
+    )
     assert changed.pipeline_stage is Stage.INGESTION
 
 
@@ -263,7 +267,18 @@ def test_naive_times_are_refused(name: str) -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    ["yesterday", "", "13:05", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", str(NOW_MS), 1.5e12, True, [], {}],
+    [
+        "yesterday",
+        "",
+        "13:05",
+        "2026-13-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        str(NOW_MS),
+        1.5e12,
+        True,
+        [],
+        {},
+    ],
 )
 @pytest.mark.parametrize("name", ["timestamp", "stage_started_at", "stage_completed_at"])
 def test_garbage_times_are_refused(name: str, garbage: object) -> None:
@@ -370,7 +385,7 @@ def test_a_body_with_an_overflowing_number_is_not_stored(api: Api) -> None:
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_json"
     for literal in ("NaN", "Infinity", "-Infinity"):
-        raw = '{"event_type": "artifact_received", "artifact_id": "a1", "metadata": {"x": %s}}' % literal
+        raw = '{"event_type": "artifact_received", "artifact_id": "a1", "metadata": {"x": ' + literal + "}}"
         r = api.call("POST", "/v1/events", content=raw.encode(), headers={"Content-Type": "application/json"})
         assert r.status_code == 400, (literal, r.text)
     with api.services.db.read() as conn:
@@ -397,7 +412,12 @@ def test_metadata_is_at_most_8_kib_as_json() -> None:
 def test_known_integer_keys_are_integers_at_least_0(key: str) -> None:
     assert ok(base(metadata={key: 0})).metadata == {key: 0}
     assert ok(base(metadata={key: 12})).metadata == {key: 12}
-    for bad, code in ((-1, "out_of_range"), (1.5, "invalid_type"), (True, "invalid_type"), ("3", "invalid_type")):
+    for bad, code in (
+        (-1, "out_of_range"),
+        (1.5, "invalid_type"),
+        (True, "invalid_type"),
+        ("3", "invalid_type"),
+    ):
         assert errors(base(metadata={key: bad})) == [(f"metadata.{key}", code)], bad
 
 
@@ -411,10 +431,10 @@ def test_confidence_score_is_between_0_and_1() -> None:
         assert ok(base(metadata={"confidence_score": good})).confidence == good
     for bad, code in ((-0.01, "out_of_range"), (1.0001, "out_of_range"), (2, "out_of_range")):
         assert errors(base(metadata={"confidence_score": bad})) == [("metadata.confidence_score", code)]
-    for bad in ("0.5", True, None and 0, [0.5]):
-        if bad is None:
-            continue
-        assert errors(base(metadata={"confidence_score": bad})) == [("metadata.confidence_score", "invalid_type")]
+    for bad in ("0.5", True, [0.5]):
+        assert errors(base(metadata={"confidence_score": bad})) == [
+            ("metadata.confidence_score", "invalid_type")
+        ]
 
 
 @pytest.mark.parametrize("key", ["ai_cost_usd", "transcript_duration_s"])
@@ -476,10 +496,11 @@ def test_new_status_is_required_for_status_changes() -> None:
     assert errors(base(event_type="artifact_status_changed", new_status="stuck")) == [
         ("new_status", "invalid_enum")
     ]
-    event = ok(base(event_type="artifact_status_changed", new_status="processing", previous_status="received"))
-    assert (event.previous_status, event.new_status) == (Status.PROCESSING, Status.PROCESSING)[:0] or (
-        event.previous_status is Status.RECEIVED and event.new_status is Status.PROCESSING
+    event = ok(
+        base(event_type="artifact_status_changed", new_status="processing", previous_status="received")
     )
+    assert event.previous_status is Status.RECEIVED
+    assert event.new_status is Status.PROCESSING
     assert errors(base(previous_status="done")) == [("previous_status", "invalid_enum")]
 
 
@@ -636,7 +657,9 @@ def _bucketing_facts() -> dict[str, Any]:
     """Everything that places an event in a minute, hour or day, for events around UTC boundaries."""
     day = floor_to(NOW_MS, DAY_MS)
     times = [day - 1, day, day + 30 * MINUTE_MS - 1, day + 30 * MINUTE_MS, NOW_MS - 1, NOW_MS - 5 * HOUR_MS]
-    events = [ok(base(event_id=f"tz-{i}", event_type="artifact_received", timestamp=t)) for i, t in enumerate(times)]
+    events = [
+        ok(base(event_id=f"tz-{i}", event_type="artifact_received", timestamp=t)) for i, t in enumerate(times)
+    ]
     # the same instants given with the +05:30 offset, as a Kolkata pipeline would send them
     local = [format_time(t + 5 * HOUR_MS + 30 * MINUTE_MS)[:-1] + "+05:30" for t in times]
     return {
@@ -659,7 +682,8 @@ def test_bucketing_does_not_depend_on_the_local_time_zone(monkeypatch: pytest.Mo
     in_utc = _bucketing_facts()
     day = floor_to(NOW_MS, DAY_MS)
     assert format_time(day).endswith("T00:00:00.000Z")
-    assert in_utc["days"] == [day - DAY_MS, day, day, day, day, day - DAY_MS * (NOW_MS - 5 * HOUR_MS < day)]
+    assert day > NOW_MS - 5 * HOUR_MS  # NOW_MS is early in its UTC day
+    assert in_utc["days"] == [day - DAY_MS, day, day, day, day, day - DAY_MS]
     assert in_utc["parsed_local"][1] == day
     assert in_utc["naive"] == [("timestamp", "naive_time")]
     assert (PLATFORM_SCOPE, floor_to(NOW_MS - 1, MINUTE_MS)) in {(b[0], b[1]) for b in in_utc["buckets"]}

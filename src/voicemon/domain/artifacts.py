@@ -26,7 +26,8 @@ from voicemon.domain.retries import RESET_STAGE, RESET_STATUS, RetryStage
 
 @dataclass(slots=True)
 class ArtifactState:
-    """One row of artifact summary. ``status_at_ms`` is the time of the event that set ``status``.
+    """One row of artifact summary. ``status_at_ms`` is the time of the event that set ``status``, and
+    ``stage_at_ms`` that of the event that set ``current_stage``.
 
     Mutable only so that :func:`fold` can update its private working copies in place (the hot path of
     ingestion); every public function returns new objects and leaves its inputs alone."""
@@ -39,6 +40,7 @@ class ArtifactState:
     status: Status = Status.RECEIVED
     status_at_ms: int | None = None
     current_stage: Stage | None = None
+    stage_at_ms: int | None = None
     failed_stage: Stage | None = None
     last_error_code: str | None = None
     last_error_message: str | None = None
@@ -121,7 +123,19 @@ def _apply_in_place(s: ArtifactState, event: Event) -> Event:
     status = status_set_by(kind, event.new_status)
     if status is not None and current:
         _set_status(s, event, status)
+    elif status is not None and event.pipeline_stage is not None and _is_latest_stage(s, ts):
+        # Too old to set the status, but newer than the event that gave the current stage: with the
+        # events in time order it would have set the stage that a later stageless event (artifact_failed,
+        # artifact_completed) kept, so the state does not depend on the arrival order.
+        s.current_stage = event.pipeline_stage
+        s.stage_at_ms = ts
+        if s.status is Status.FAILED:
+            s.failed_stage = event.pipeline_stage
     return event
+
+
+def _is_latest_stage(s: ArtifactState, ts: int) -> bool:
+    return s.stage_at_ms is None or ts >= s.stage_at_ms
 
 
 def _retry_stage(event: Event) -> RetryStage | None:
@@ -146,6 +160,7 @@ def _retry_reset(s: ArtifactState, event: Event) -> None:
         s.status = RESET_STATUS[stage]
         s.status_at_ms = event.timestamp_ms
         s.current_stage = RESET_STAGE[stage]
+        s.stage_at_ms = event.timestamp_ms
         s.failed_stage = None
 
 
@@ -154,6 +169,7 @@ def _set_status(s: ArtifactState, event: Event, status: Status) -> None:
     s.status_at_ms = event.timestamp_ms
     if event.pipeline_stage is not None:
         s.current_stage = event.pipeline_stage
+        s.stage_at_ms = event.timestamp_ms
     if status is Status.FAILED:
         s.failed_stage = event.pipeline_stage or s.current_stage
         s.last_error_code = event.error_code

@@ -15,6 +15,7 @@ import struct
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from ddsketch import DDSketch
@@ -122,28 +123,62 @@ class LatencySketch:
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> LatencySketch:
+        return merge_encoded([data] if data else [])
+
+    @classmethod
+    def _from_dense(
+        cls, zero_count: float, total: float, low: float, high: float, first: int, bins: Any
+    ) -> LatencySketch:
         out = cls()
-        if not data:
-            return out
-        version, width, zero_count, total, low, high, first, n = _HEADER.unpack_from(data)
-        if version != _VERSION:
-            raise ValueError(f"unknown sketch version {version}")
-        body = array("I" if width == 4 else "Q")
-        body.frombytes(data[_HEADER.size : _HEADER.size + n * width])
         sk = out._sketch
         store = sk._store
-        if n:
-            store.bins = [float(c) for c in body]
+        if len(bins):
+            store.bins = [float(c) for c in bins]
             store.offset = first
             store.min_key = first
-            store.max_key = first + n - 1
-            store.count = float(sum(body))
+            store.max_key = first + len(bins) - 1
+            store.count = float(sum(store.bins))
         sk._zero_count = zero_count
         sk._count = store.count + zero_count
         sk._sum = total
         sk._min = low
         sk._max = high
         return out
+
+
+def merge_encoded(blobs: Iterable[bytes | None]) -> LatencySketch:
+    """Merge sketches in their binary form without building a DDSketch for each one: the bins are
+    added as arrays, and one sketch is made of the total. The result equals merging them one by one."""
+    zero = 0.0
+    total = 0.0
+    low, high = math.inf, -math.inf
+    segments: list[tuple[int, Any]] = []
+    for blob in blobs:
+        if not blob:
+            continue
+        version, width, zero_count, s, mn, mx, first, n = _HEADER.unpack_from(blob)
+        if version != _VERSION:
+            raise ValueError(f"unknown sketch version {version}")
+        zero += zero_count
+        total += s
+        low = min(low, mn)
+        high = max(high, mx)
+        if n:
+            kind = np.uint32 if width == 4 else np.uint64
+            segments.append((first, np.frombuffer(blob, dtype=kind, count=n, offset=_HEADER.size)))
+    if not segments:
+        if zero == 0:
+            return LatencySketch()
+        return LatencySketch._from_dense(zero, total, low, high, 0, [])
+    if len(segments) == 1:
+        first, bins = segments[0]
+        return LatencySketch._from_dense(zero, total, low, high, first, bins)
+    lo = min(f for f, _ in segments)
+    hi = max(f + len(b) for f, b in segments)
+    acc = np.zeros(hi - lo, dtype=np.uint64)
+    for first, bins in segments:
+        acc[first - lo : first - lo + len(bins)] += bins
+    return LatencySketch._from_dense(zero, total, low, high, lo, acc)
 
 
 def merge_sketches(sketches: Iterable[LatencySketch]) -> LatencySketch:

@@ -17,20 +17,44 @@ from numpy.typing import NDArray
 from voicemon.domain.events import NANO_USD_PER_USD
 from voicemon.domain.model import MEASURED_STAGES, Stage
 from voicemon.domain.rates import failure_rate, safe_divide
-from voicemon.domain.sketch import LatencySketch
+from voicemon.domain.sketch import LatencySketch, merge_encoded
 
 US_PER_MS = 1000
 PPB = 1_000_000_000
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 
 
-@dataclass(slots=True)
 class Latency:
-    """Latency samples: exact count and sum (µs), and a sketch for percentiles."""
+    """Latency samples: exact count and sum (µs), and a sketch for percentiles.
 
-    count: int = 0
-    sum_us: int = 0
-    sketch: LatencySketch = field(default_factory=LatencySketch)
+    A latency read from storage keeps its sketch encoded until someone needs it, so that merging many
+    rows adds their bins as arrays (:meth:`merge_all`) instead of decoding each one.
+    """
+
+    __slots__ = ("_blob", "_sketch", "count", "sum_us")
+
+    def __init__(self, count: int = 0, sum_us: int = 0, blob: bytes | None = None) -> None:
+        self.count = count
+        self.sum_us = sum_us
+        self._blob = blob
+        self._sketch: LatencySketch | None = None
+
+    @property
+    def sketch(self) -> LatencySketch:
+        if self._sketch is None:
+            self._sketch = LatencySketch.from_bytes(self._blob)
+            self._blob = None
+        return self._sketch
+
+    @sketch.setter
+    def sketch(self, value: LatencySketch) -> None:
+        self._sketch = value
+        self._blob = None
+
+    def encoded(self) -> bytes:
+        if self._sketch is None:
+            return self._blob or b""
+        return self._sketch.to_bytes()
 
     def add_us(self, value_us: int) -> None:
         self.count += 1
@@ -48,13 +72,20 @@ class Latency:
         self.sum_us += other.sum_us
         self.sketch.merge(other.sketch)
 
+    @classmethod
+    def merge_all(cls, latencies: Sequence[Latency]) -> Latency:
+        out = cls(sum(lat.count for lat in latencies), sum(lat.sum_us for lat in latencies))
+        out.sketch = merge_encoded(lat.encoded() for lat in latencies)
+        return out
+
     def render(self) -> dict[str, Any]:
         """``{count, avg, p50, p95, p99}`` in ms; null means "no samples", never NaN."""
         if self.count == 0:
             return {"count": 0, "avg": None, "p50": None, "p95": None, "p99": None}
         out: dict[str, Any] = {"count": self.count, "avg": self.sum_us / self.count / US_PER_MS}
+        sketch = self.sketch
         for name, q in QUANTILES:
-            out[name] = self.sketch.quantile(q)
+            out[name] = sketch.quantile(q)
         return out
 
 
@@ -89,6 +120,12 @@ class SnapshotParts:
 
     def merge(self, other: SnapshotParts) -> None:
         """Add ``other`` into this one: counts and sums add, sketches merge."""
+        self._add_counts(other)
+        for stage, parts in other.stages.items():
+            self.stages[stage].latency.merge(parts.latency)
+        self.end_to_end.merge(other.end_to_end)
+
+    def _add_counts(self, other: SnapshotParts) -> None:
         self.received += other.received
         self.completed += other.completed
         self.failed += other.failed
@@ -96,8 +133,6 @@ class SnapshotParts:
             mine = self.stages[stage]
             mine.completed += parts.completed
             mine.failed += parts.failed
-            mine.latency.merge(parts.latency)
-        self.end_to_end.merge(other.end_to_end)
         self.transcript_confidence_sum_ppb += other.transcript_confidence_sum_ppb
         self.transcript_confidence_count += other.transcript_confidence_count
         self.claim_confidence_sum_ppb += other.claim_confidence_sum_ppb
@@ -110,11 +145,18 @@ class SnapshotParts:
         self.cost_nusd += other.cost_nusd
 
 
-def merge_parts(parts: Iterable[SnapshotParts]) -> SnapshotParts:
-    """The one merge: serves the daily roll-up and every range query."""
+def merge_parts(parts: Iterable[SnapshotParts], *, stage_latency: bool = True) -> SnapshotParts:
+    """The one merge: serves the daily roll-up and every range query. Counts and sums add; each
+    latency's sketches merge at once. ``stage_latency=False`` skips the stage sketches when only the
+    counts and the end-to-end latency are wanted (the organization breakdown)."""
+    group = list(parts)
     total = SnapshotParts()
-    for p in parts:
-        total.merge(p)
+    for p in group:
+        total._add_counts(p)
+    if stage_latency:
+        for stage in MEASURED_STAGES:
+            total.stages[stage].latency = Latency.merge_all([p.stages[stage].latency for p in group])
+    total.end_to_end = Latency.merge_all([p.end_to_end for p in group])
     return total
 
 

@@ -31,15 +31,17 @@ def parse_time(value: object) -> int:
     """Return epoch milliseconds for an RFC 3339 string with offset or an integer epoch-ms value.
 
     >>> parse_time("2026-11-28T13:05:00+02:00")
-    1796641500000
-    >>> parse_time(1796641500000)
-    1796641500000
+    1795863900000
+    >>> parse_time(1795863900000)
+    1795863900000
     """
     if isinstance(value, bool):
         raise TimeParseError("invalid_time", "must be an RFC 3339 time with offset or integer epoch ms")
     if isinstance(value, int):
         ms = value
     elif isinstance(value, str):
+        if value.endswith("z"):  # RFC 3339 allows a lower-case "z"; fromisoformat does not
+            value = value[:-1] + "Z"
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import json
 import logging
 import os
 import random
@@ -132,7 +133,8 @@ class Client:
         """Queue one event (SPEC 3 fields as keyword arguments); returns at once.
 
         ``event_id`` and ``timestamp`` (epoch ms) are filled in when not given. Never raises; an event
-        that does not fit the queue is dropped and counted in :attr:`stats`.
+        that does not fit the queue, or that cannot be encoded as JSON (an arbitrary object, NaN), is
+        dropped and counted in :attr:`stats`.
         """
         try:
             if len(self._queue) >= self._max_queue or self._closing:
@@ -217,8 +219,15 @@ class Client:
             self._wake.wait(self._flush_interval_s)
             self._wake.clear()
             while self._queue:
-                batch = self._take()
-                self._send(batch)
+                body, size = self._encode(self._take())
+                try:
+                    if size:
+                        self._send(body, size)
+                except Exception as exc:  # e.g. a 2xx reply that is not JSON: the sender must live on
+                    self._dropped += size
+                    self._log.warning(
+                        "send_failed", "voicemon: dropped %d events (%s)", size, exc.__class__.__name__
+                    )
                 with self._idle:
                     self._in_flight = 0
                     self._idle.notify_all()
@@ -235,11 +244,35 @@ class Client:
             self._in_flight = len(batch)
         return batch
 
-    def _send(self, batch: list[dict[str, Any]]) -> None:
+    def _encode(self, batch: list[dict[str, Any]]) -> tuple[bytes, int]:
+        """The request body and how many events it holds. Events that cannot be encoded as JSON are
+        left out, dropped and counted, so that one of them costs neither its batch nor the sender."""
+        try:
+            return _dumps({"events": batch}), len(batch)
+        except Exception:
+            pass
+        good = []
+        for event in batch:
+            try:
+                _dumps(event)
+            except Exception:
+                self._dropped += 1
+            else:
+                good.append(event)
+        self._log.warning(
+            "unencodable",
+            "voicemon: dropped %d events that cannot be encoded as JSON",
+            len(batch) - len(good),
+        )
+        return _dumps({"events": good}), len(good)
+
+    def _send(self, body: bytes, size: int) -> None:
         attempt = 0
         while True:
             try:
-                response = self._http.post(self._endpoint, json={"events": batch})
+                response = self._http.post(
+                    self._endpoint, content=body, headers={"Content-Type": "application/json"}
+                )
                 status = response.status_code
             except httpx.HTTPError as exc:
                 status, response = 0, None
@@ -247,9 +280,9 @@ class Client:
                     "unreachable", "voicemon: server unreachable (%s); will retry", exc.__class__.__name__
                 )
             if 200 <= status < 300 and response is not None:
-                body = response.json()
-                self._sent += int(body.get("accepted", 0)) + int(body.get("duplicates", 0))
-                rejected = body.get("rejected") or []
+                reply = response.json()
+                self._sent += int(reply.get("accepted", 0)) + int(reply.get("duplicates", 0))
+                rejected = reply.get("rejected") or []
                 if rejected:
                     self._rejected += len(rejected)
                     first = rejected[0]["errors"][0]
@@ -262,17 +295,32 @@ class Client:
                     )
                 return
             if status and status not in _RETRYABLE_STATUS:
-                self._dropped += len(batch)
+                self._dropped += size
                 self._log.warning(
                     "refused",
                     "voicemon: server refused a batch with %d; dropped %d events",
                     status,
-                    len(batch),
+                    size,
                 )
                 return
             attempt += 1
             wait = min(self._max_backoff_s, 0.1 * 2**attempt) * (0.5 + self._rng.random() / 2)
-            if self._deadline is not None and time.monotonic() + wait > self._deadline:
-                self._dropped += len(batch)
+            if not self._pause(wait):
+                self._dropped += size
                 return
-            time.sleep(wait)
+
+    def _pause(self, wait_s: float) -> bool:
+        """Sleep ``wait_s`` between two attempts; False, without sleeping it out, once close()'s deadline
+        would pass first. close() may come during the pause, so the deadline is checked as it goes."""
+        end = time.monotonic() + wait_s
+        while self._deadline is None or end <= self._deadline:
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, 0.05))
+        return False
+
+
+def _dumps(value: Any) -> bytes:
+    """JSON as httpx would send it; raises on what JSON cannot hold (objects, NaN, Infinity)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()

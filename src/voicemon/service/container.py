@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from voicemon.clock import Clock, SystemClock
@@ -17,6 +18,8 @@ from voicemon.service.retries import RetryService
 from voicemon.service.writer import GroupCommitWriter
 from voicemon.settings import Settings
 from voicemon.storage import Database, migrate
+
+logger = logging.getLogger(__name__)
 
 
 class Services:
@@ -39,6 +42,11 @@ class Services:
         self.metrics = MetricsQueries(self.db, self.clock, self.orgs)
         if retry_handler is None and settings.retry_webhook_url:
             secret = settings.retry_webhook_secret
+            if secret is None:
+                logger.warning(
+                    "retry webhook has no secret; commands go out unsigned (VOICEMON_RETRY_WEBHOOK_SECRET)",
+                    extra={"action": "webhook_unsigned"},
+                )
             retry_handler = WebhookHandler(
                 settings.retry_webhook_url,
                 secret.get_secret_value() if secret else None,

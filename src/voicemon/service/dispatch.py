@@ -26,7 +26,13 @@ from voicemon.settings import Settings
 from voicemon.storage import Database
 from voicemon.storage import artifacts as artifact_store
 from voicemon.storage import retries as retry_store
-from voicemon.storage.retries import OUTBOX_DEAD, OUTBOX_DELIVERED, OUTBOX_PENDING, OutboxEntry
+from voicemon.storage.retries import (
+    OUTBOX_DEAD,
+    OUTBOX_DELIVERED,
+    OUTBOX_PENDING,
+    OUTBOX_SKIPPED,
+    OutboxEntry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +141,16 @@ class RetryDispatcher:
 
     def _deliver(self, entry: OutboxEntry) -> None:
         command = RetryCommand.from_json(entry.payload)
+        with self._db.read() as conn:
+            flying = retry_store.in_flight(conn, [command.artifact_id]).get(command.artifact_id)
+        if flying is None or flying.retry_id != command.retry_id:
+            # The retry ended before it was delivered (its artifact completed or failed again, or it
+            # was given up on): telling the pipeline now would start work nobody is waiting for.
+            with self._db.write() as conn:
+                retry_store.settle(
+                    conn, entry.outbox_id, OUTBOX_SKIPPED, self._clock.now_ms(), "retry already ended", None
+                )
+            return
         try:
             if self.handler is None:
                 raise DeliveryError("no retry handler is configured (set VOICEMON_RETRY_WEBHOOK_URL)")

@@ -6,7 +6,6 @@ sketches merge, and percentiles and rates are computed once, from the merged par
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 from voicemon.clock import Clock
@@ -20,7 +19,7 @@ from voicemon.service.aggregate import parts_from_events
 from voicemon.service.orgs import OrgService
 from voicemon.storage import Database
 from voicemon.storage import snapshots as snapshot_store
-from voicemon.storage.snapshots import ORG_SCOPES, SnapshotRow
+from voicemon.storage.snapshots import SnapshotRow
 
 DEFAULT_RANGE_MS = {Period.HOURLY: DAY_MS, Period.DAILY: 30 * DAY_MS}
 
@@ -85,14 +84,12 @@ class MetricsQueries:
         return Merged(Range(Period.HOURLY, start, now_ms), organization_id, parts, now_ms)
 
     def by_organization(self, principal: Principal, r: Range) -> list[OrgItem]:
-        """One merged item per organization with rows in the range: received desc, then id."""
+        """One merged item per organization with rows in the range: received desc, then id. Counts are
+        summed in SQL; only the end-to-end sketches are merged here (the breakdown shows no stages)."""
         require_role(principal, Role.STAFF)
         with self._db.read() as conn:
-            rows = snapshot_store.load_rows(conn, r.period.value, r.start_ms, r.end_ms, ORG_SCOPES)
-        grouped: dict[str, list[SnapshotParts]] = defaultdict(list)
-        for row in rows:
-            grouped[row.scope].append(row.parts)
-        names = self._orgs.names(grouped)
-        items = [OrgItem(org, names[org], merge_parts(parts)) for org, parts in grouped.items()]
+            totals = snapshot_store.org_totals(conn, r.period.value, r.start_ms, r.end_ms)
+        names = self._orgs.names(t.scope for t in totals)
+        items = [OrgItem(t.scope, names[t.scope], t.parts) for t in totals]
         items.sort(key=lambda i: (-i.parts.received, i.organization_id))
         return items

@@ -10,7 +10,7 @@ from voicemon.domain.periods import Period
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS
 from voicemon.settings import Settings
 from voicemon.storage import Database
-from voicemon.storage.retention import delete_expired
+from voicemon.storage.retention import delete_expired, delete_orphan_retries
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,16 @@ class Retention:
         while True:
             with self._db.write() as conn:
                 deleted = delete_expired(conn, kind, cutoff_ms, batch, where=where)
+            total += deleted
+            if deleted < batch:
+                return total
+
+    def _drain_orphan_retries(self) -> int:
+        batch = self._settings.cleanup_batch_rows
+        total = 0
+        while True:
+            with self._db.write() as conn:
+                deleted = delete_orphan_retries(conn, batch)
             total += deleted
             if deleted < batch:
                 return total
@@ -59,8 +69,8 @@ class Retention:
             ),
             "artifacts_deleted": self._drain("artifacts", now_ms - s.artifact_retention_d * DAY_MS),
             "job_runs_deleted": self._drain("job_runs", now_ms - s.job_run_retention_d * DAY_MS),
-            # Retry history outlives raw events: it is kept as long as artifact summaries.
-            "retries_deleted": self._drain("retries", now_ms - s.artifact_retention_d * DAY_MS),
+            # Retry history outlives raw events: it goes with its artifact's summary.
+            "retries_deleted": self._drain_orphan_retries(),
             "outbox_deleted": self._drain("outbox", now_ms - s.job_run_retention_d * DAY_MS),
         }
         logger.info("events cleaned up", extra={"action": "events_cleaned", **summary})

@@ -112,7 +112,10 @@ class RetryService:
                 )
                 retry_store.insert_retry(conn, retry)
                 context = {artifact_id: (state.organization_id, state.voice_note_id)}
-                initiated = EventMaker(context, now_ms)(retry, EventType.RETRY_INITIATED, now_ms, None)
+                # The reset is a status change at the retry's time; a failure stamped a little in the
+                # future (clock skew, within the 5 minutes ingestion allows) must not outrank it.
+                reset_ms = max(now_ms, state.status_at_ms or now_ms)
+                initiated = EventMaker(context, now_ms)(retry, EventType.RETRY_INITIATED, reset_ms, None)
                 store_events(conn, [initiated], now_ms)
                 command = RetryCommand(
                     retry.retry_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Column, Connection, Table, delete, select, tuple_
+from sqlalchemy import Column, Connection, Table, delete, exists, select, tuple_
 
 from voicemon.storage.tables import (
     artifacts,
@@ -25,7 +25,6 @@ EXPIRING: dict[str, tuple[Table, str]] = {
     "job_runs": (job_runs, "scheduled_for_ms"),
     "period_versions": (period_versions, "period_start_ms"),
     "snapshots": (snapshots, "period_start_ms"),
-    "retries": (retries, "created_ms"),
     "outbox": (outbox, "created_ms"),
 }
 
@@ -43,4 +42,14 @@ def delete_expired(
     chosen = select(*key).where(*conds).order_by(table.c[column]).limit(batch)
     target = key[0] if len(key) == 1 else tuple_(*key)
     result = conn.execute(delete(table).where(target.in_(chosen)))
+    return int(result.rowcount or 0)
+
+
+def delete_orphan_retries(conn: Connection, batch: int) -> int:
+    """Delete up to ``batch`` retry records whose artifact summary is gone: retry history lives exactly
+    as long as its artifact's summary (SPEC 4)."""
+    r = retries.c
+    orphan = ~exists().where(artifacts.c.artifact_id == r.artifact_id)
+    chosen = select(r.retry_id).where(orphan).limit(batch)
+    result = conn.execute(delete(retries).where(r.retry_id.in_(chosen)))
     return int(result.rowcount or 0)

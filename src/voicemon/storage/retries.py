@@ -15,6 +15,7 @@ IN_CHUNK = 1000
 OUTBOX_PENDING = "pending"
 OUTBOX_DELIVERED = "delivered"
 OUTBOX_DEAD = "dead"
+OUTBOX_SKIPPED = "skipped"
 
 
 def _retry(row: Any) -> Retry:

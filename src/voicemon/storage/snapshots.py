@@ -11,8 +11,8 @@ from sqlalchemy import Connection, and_, case, delete, func, select
 
 from voicemon.domain.aggregation import TypeGroup
 from voicemon.domain.model import STAGE_COMPLETION_TYPES, EventType, Stage
-from voicemon.domain.sketch import LatencySketch
-from voicemon.domain.snapshot import SnapshotParts
+from voicemon.domain.sketch import merge_encoded
+from voicemon.domain.snapshot import Latency, SnapshotParts
 from voicemon.storage.database import concat_integers, upsert_add, upsert_replace
 from voicemon.storage.tables import STAGE_KEYS, artifacts, events, period_versions, snapshots
 
@@ -135,14 +135,12 @@ def replace_period(
     computed_ms: int,
     read_version: int,
 ) -> None:
-    """Replace every row of (period_type, start_ms) and record the version the rows were computed from."""
-    conn.execute(
-        delete(snapshots).where(
-            snapshots.c.period_type == period_type, snapshots.c.period_start_ms == start_ms
-        )
-    )
-    rows = [_to_row(period_type, start_ms, scope, p, computed_ms) for scope, p in sorted(parts.items())]
-    conn.execute(snapshots.insert(), rows)
+    """Replace every row of (period_type, start_ms) and record the version the rows were computed from.
+
+    The version row is written first: its row lock makes concurrent replacements of one period (two
+    servers, or the hourly and the daily job) take turns on PostgreSQL, so the second one's DELETE sees
+    the first one's rows instead of both inserting and one failing on the primary key.
+    """
     conn.execute(
         upsert_replace(conn, period_versions, ["period_type", "period_start_ms"], ["aggregated_version"]),
         [
@@ -154,6 +152,13 @@ def replace_period(
             }
         ],
     )
+    conn.execute(
+        delete(snapshots).where(
+            snapshots.c.period_type == period_type, snapshots.c.period_start_ms == start_ms
+        )
+    )
+    rows = [_to_row(period_type, start_ms, scope, p, computed_ms) for scope, p in sorted(parts.items())]
+    conn.execute(snapshots.insert(), rows)
 
 
 ALL_SCOPES = "*all*"
@@ -177,6 +182,48 @@ def load_rows(
         conds.append(s.scope == scope)
     query = select(snapshots).where(and_(*conds)).order_by(s.period_start_ms, s.scope)
     return [_from_row(dict(r._mapping)) for r in conn.execute(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeTotals:
+    """What the organization breakdown needs of one scope over a range: summed in SQL, plus the
+    end-to-end sketches of its rows (merged by the caller)."""
+
+    scope: str
+    parts: SnapshotParts
+
+
+def org_totals(conn: Connection, period_type: str, start_ms: int, end_ms: int) -> list[ScopeTotals]:
+    """Per organization: counts and sums in one GROUP BY, and the end-to-end sketches in one read."""
+    s = snapshots.c
+    where = and_(
+        s.period_type == period_type, s.period_start_ms >= start_ms, s.period_start_ms < end_ms, s.scope != ""
+    )
+    sums = conn.execute(
+        select(
+            s.scope,
+            func.sum(s.artifacts_received),
+            func.sum(s.artifacts_completed),
+            func.sum(s.artifacts_failed),
+            func.sum(s.cost_nusd),
+            func.sum(s.e2e_count),
+            func.sum(s.e2e_sum_us),
+        )
+        .where(where)
+        .group_by(s.scope)
+    ).all()
+    sketches: dict[str, list[bytes]] = {}
+    for scope, blob in conn.execute(select(s.scope, s.e2e_sketch).where(where, s.e2e_count > 0)):
+        sketches.setdefault(scope, []).append(bytes(blob))
+    out = []
+    for scope, received, completed, failed, cost, e2e_count, e2e_sum in sums:
+        p = SnapshotParts(
+            received=int(received), completed=int(completed), failed=int(failed), cost_nusd=int(cost)
+        )
+        p.end_to_end = Latency(int(e2e_count), int(e2e_sum))
+        p.end_to_end.sketch = merge_encoded(sketches.get(scope, []))
+        out.append(ScopeTotals(scope, p))
+    return out
 
 
 def aggregated_starts(conn: Connection, period_type: str, start_ms: int, end_ms: int) -> set[int]:
@@ -219,9 +266,9 @@ def _to_row(
         row[f"{key}_failed"] = stage.failed
         row[f"{key}_latency_count"] = stage.latency.count
         row[f"{key}_latency_sum_us"] = stage.latency.sum_us
-        blobs.append(stage.latency.sketch.to_bytes())
-    blobs.append(p.end_to_end.sketch.to_bytes())
-    row["sketches"] = _pack(blobs)
+        blobs.append(stage.latency.encoded())
+    row["stage_sketches"] = _pack(blobs)
+    row["e2e_sketch"] = p.end_to_end.encoded()
     return row
 
 
@@ -243,7 +290,7 @@ def _unpack(data: bytes) -> list[bytes]:
 
 
 def _from_row(m: Mapping[str, Any]) -> SnapshotRow:
-    blobs = _unpack(bytes(m["sketches"]))
+    blobs = _unpack(bytes(m["stage_sketches"]))
     p = SnapshotParts(
         received=m["artifacts_received"],
         completed=m["artifacts_completed"],
@@ -263,10 +310,8 @@ def _from_row(m: Mapping[str, Any]) -> SnapshotRow:
         stage = p.stages[Stage(key)]
         stage.completed = m[f"{key}_completed"]
         stage.failed = m[f"{key}_failed"]
-        stage.latency.count = m[f"{key}_latency_count"]
-        stage.latency.sum_us = m[f"{key}_latency_sum_us"]
-        stage.latency.sketch = LatencySketch.from_bytes(blobs[i] if i < len(blobs) else b"")
-    p.end_to_end.count = m["e2e_count"]
-    p.end_to_end.sum_us = m["e2e_sum_us"]
-    p.end_to_end.sketch = LatencySketch.from_bytes(blobs[4] if len(blobs) > 4 else b"")
+        stage.latency = Latency(
+            m[f"{key}_latency_count"], m[f"{key}_latency_sum_us"], blobs[i] if i < len(blobs) else None
+        )
+    p.end_to_end = Latency(m["e2e_count"], m["e2e_sum_us"], bytes(m["e2e_sketch"]) or None)
     return SnapshotRow(m["period_type"], m["period_start_ms"], m["scope"], m["computed_ms"], p)

@@ -78,6 +78,8 @@ artifacts = Table(
     Column("status", String(16), nullable=False),
     Column("status_at_ms", BigInteger),
     Column("current_stage", String(32)),
+    # The time of the event that set current_stage (later-arriving older events may still set it).
+    Column("stage_at_ms", BigInteger),
     Column("failed_stage", String(32)),
     Column("last_error_code", String(ID)),
     Column("last_error_message", Text),
@@ -140,7 +142,8 @@ orgs = Table(
 STAGE_KEYS = ("transcription", "claims_extraction", "entity_resolution", "draft_generation")
 
 # One row per (period type, period start, scope), scope "" = platform-wide. Additive parts only: counts,
-# exact integer sums, and the latency sketches (4 stages, then end to end) in one binary column.
+# exact integer sums, and the latency sketches: the 4 stages' in one binary column, the end-to-end one in
+# its own (the organization breakdown reads only that one).
 snapshots = Table(
     "snapshots",
     metadata,
@@ -168,7 +171,8 @@ snapshots = Table(
     Column("total_entities", BigInteger, nullable=False),
     Column("total_drafts", BigInteger, nullable=False),
     Column("cost_nusd", BigInteger, nullable=False),
-    Column("sketches", LargeBinary, nullable=False),
+    Column("stage_sketches", LargeBinary, nullable=False),
+    Column("e2e_sketch", LargeBinary, nullable=False),
     Index(None, "period_type", "scope", "period_start_ms"),
 )
 

@@ -258,7 +258,8 @@ def upgrade() -> None:
         sa.Column("total_entities", sa.BigInteger(), nullable=False),
         sa.Column("total_drafts", sa.BigInteger(), nullable=False),
         sa.Column("cost_nusd", sa.BigInteger(), nullable=False),
-        sa.Column("sketches", sa.LargeBinary(), nullable=False),
+        sa.Column("stage_sketches", sa.LargeBinary(), nullable=False),
+        sa.Column("e2e_sketch", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("period_type", "period_start_ms", "scope", name=op.f("pk_snapshots")),
     )
     with op.batch_alter_table("snapshots", schema=None) as batch_op:

@@ -1,0 +1,619 @@
+"""``make bench``: each figure measured side by side with a bare baseline in the same run.
+
+Rows are measured on SQLite, then again on PostgreSQL (``_pg``) when it is reachable. The server runs as a
+``voicemon serve`` subprocess pinned to core 0; the load generator (this process) pins itself to core 1.
+Results: a table on stdout and ``bench-results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import queue
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.dbs import driver_connection, fresh_database, postgres_available  # noqa: E402
+from bench.server import pin_load, running_server, unpin  # noqa: E402
+from bench.workload import batches, events  # noqa: E402
+from voicemon.clock import FakeClock, SystemClock  # noqa: E402
+from voicemon.domain.access import Principal, Role  # noqa: E402
+from voicemon.domain.artifacts import fold  # noqa: E402
+from voicemon.domain.periods import Period  # noqa: E402
+from voicemon.domain.snapshot import SnapshotParts, render_parts  # noqa: E402
+from voicemon.domain.timeutil import DAY_MS, HOUR_MS, floor_to  # noqa: E402
+from voicemon.sdk import Client  # noqa: E402
+from voicemon.service import Services  # noqa: E402
+from voicemon.service.aggregate import Aggregator, parts_from_events  # noqa: E402
+from voicemon.service.ingest import validate_items  # noqa: E402
+from voicemon.service.metrics import Range  # noqa: E402
+from voicemon.settings import Settings  # noqa: E402
+from voicemon.storage import artifacts as artifact_store  # noqa: E402
+from voicemon.storage import migrate  # noqa: E402
+from voicemon.storage import snapshots as snapshot_store  # noqa: E402
+from voicemon.storage.database import bulk_insert  # noqa: E402
+from voicemon.storage.events import INSERT_COLUMNS, _to_row  # noqa: E402
+from voicemon.storage.tables import artifacts, events as events_table  # noqa: E402
+
+STAFF = Principal("bench", "bench", Role.STAFF)
+
+
+@dataclass
+class Row:
+    name: str
+    value: float
+    unit: str
+    baseline: str | None
+    baseline_value: float | None
+    ratio: float | None
+    goal: str
+    meets_goal: bool
+
+
+@dataclass(frozen=True)
+class Sizes:
+    ingest_events: int
+    single_seconds: float
+    sdk_calls: int
+    realtime_events: int
+    hour_events: int
+    day_orgs: int
+    range_days: int
+    range_orgs: int
+    week_orgs: int
+    week_events_per_hour: int
+
+
+FULL = Sizes(300_000, 10, 200_000, 200_000, 1_000_000, 100, 90, 1000, 100, 2000)
+QUICK = Sizes(20_000, 3, 20_000, 20_000, 100_000, 100, 90, 200, 30, 150)
+
+
+def services_for(url: str, clock: Any = None, **overrides: Any) -> Services:
+    settings = Settings(database_url=url, key_cache_s=5, event_retention_h=240, **overrides)
+    svc = Services(settings, clock or SystemClock())
+    svc.start()
+    return svc
+
+
+# --- ingestion over HTTP ------------------------------------------------------------------------------------
+
+
+def bench_ingest(url: str, sizes: Sizes, full: bool) -> list[Row]:
+    svc = services_for(url)
+    key = svc.keys.create("ingest", None, "bench").secret
+    svc.stop()
+    now = SystemClock().now_ms()
+    items = events(sizes.ingest_events, now - HOUR_MS, HOUR_MS - 60_000, seed=11)
+    bodies = [orjson.dumps({"events": b}) for b in batches(items, 500)]
+    rows: list[Row] = []
+    with running_server(url) as base:
+        pin_load()
+        try:
+            rate = _send_batches(base, key, bodies, concurrency=4)
+            p99 = _single_latency_p99(base, key, sizes.single_seconds, 500)
+        finally:
+            unpin()
+    with fresh_database("sqlite" if url.startswith("sqlite") else "postgresql") as bare_url:
+        bare = _bare_executemany(bare_url, items)
+    goal_abs = 50_000 if full else 0
+    rows.append(
+        Row(
+            "ingest_batch_http",
+            rate,
+            "events/s",
+            "bare executemany INSERT",
+            bare,
+            rate / bare,
+            "ratio >= 0.3" + ("; >= 50k events/s" if full else ""),
+            rate / bare >= 0.3 and rate >= goal_abs,
+        )
+    )
+    rows.append(Row("ingest_single_http", p99, "ms p99 at 500 req/s", None, None, None, "<= 5 ms", p99 <= 5))
+    return rows
+
+
+def _send_batches(base: str, key: str, bodies: list[bytes], concurrency: int) -> float:
+    work: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    for b in bodies:
+        work.put(b)
+    for _ in range(concurrency):
+        work.put(None)
+    accepted = [0] * concurrency
+
+    def worker(i: int) -> None:
+        with httpx.Client(
+            base_url=base,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            timeout=120,
+        ) as http:
+            while (body := work.get()) is not None:
+                r = http.post("/v1/events", content=body)
+                r.raise_for_status()
+                accepted[i] += r.json()["accepted"]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return sum(accepted) / elapsed
+
+
+def _single_latency_p99(base: str, key: str, seconds: float, rate: int) -> float:
+    """Open loop: request i is due at start + i/rate; its latency counts from when it was due."""
+    total = int(seconds * rate)
+    now = SystemClock().now_ms()
+    bodies = [orjson.dumps(e) for e in events(total, now - 30 * 60_000, 20 * 60_000, seed=12)]
+    latencies: list[float] = []
+    lock = threading.Lock()
+    counter = iter(range(total))
+    start = time.perf_counter() + 0.2
+
+    def worker() -> None:
+        with httpx.Client(
+            base_url=base,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            timeout=30,
+        ) as http:
+            for i in counter:
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                http.post("/v1/events", content=bodies[i]).raise_for_status()
+                with lock:
+                    latencies.append((time.perf_counter() - due) * 1000)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return float(np.quantile(latencies, 0.99, method="inverted_cdf"))
+
+
+def _bare_executemany(url: str, items: list[dict[str, Any]]) -> float:
+    """The same rows, inserted with the driver's executemany into the same table (500 per commit)."""
+    db_services = services_for(url)
+    now = SystemClock().now_ms()
+    rows = []
+    for b in batches(items, 1000):
+        valid, _ = validate_items(b, STAFF, now, 240 * HOUR_MS)
+        rows.extend(_to_row(e) for e in valid)
+    db_services.stop()
+    conn = driver_connection(url)
+    mark = "?" if url.startswith("sqlite") else "%s"
+    sql = (
+        f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join([mark] * len(INSERT_COLUMNS))})"
+    )
+    start = time.perf_counter()
+    for i in range(0, len(rows), 500):
+        cur = conn.cursor()
+        cur.executemany(sql, rows[i : i + 500])
+        conn.commit()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return len(rows) / elapsed
+
+
+# --- SDK ------------------------------------------------------------------------------------------------
+
+
+def bench_sdk(sizes: Sizes) -> list[Row]:
+    client = Client("http://127.0.0.1:9", "vm_x_y", flush_interval_s=3600, batch_size=1000, max_queue=10**7)
+    ours = []
+    for i in range(sizes.sdk_calls):
+        t = time.perf_counter_ns()
+        client.log_event("transcription_completed", artifact_id="a1", organization_id="org-1", duration_ms=i)
+        ours.append(time.perf_counter_ns() - t)
+    client.close(timeout=0.1)
+    q: queue.Queue[dict[str, Any]] = queue.Queue()
+    bare = []
+    for i in range(sizes.sdk_calls):
+        t = time.perf_counter_ns()
+        q.put({"event_type": "transcription_completed", "artifact_id": "a1", "duration_ms": i})
+        bare.append(time.perf_counter_ns() - t)
+    med, base = statistics.median(ours) / 1000, statistics.median(bare) / 1000
+    return [Row("sdk_log_event", med, "µs median", "bare queue.put", base, med / base, "<= 10 µs", med <= 10)]
+
+
+# --- realtime -------------------------------------------------------------------------------------------
+
+
+def bench_realtime(backend: str, sizes: Sizes) -> list[Row]:
+    p99s = []
+    for count in (sizes.realtime_events, max(100, sizes.realtime_events // 100)):
+        with fresh_database(backend) as url:
+            svc = services_for(url)
+            key = svc.keys.create("viewer", None, "bench").secret
+            now = SystemClock().now_ms()
+            for b in batches(events(count, now - HOUR_MS + 60_000, HOUR_MS - 120_000, seed=13), 1000):
+                svc.ingest_blocking(b, STAFF)
+            svc.stop()
+            with running_server(url) as base:
+                pin_load()
+                try:
+                    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+                        for _ in range(50):
+                            http.get("/v1/metrics/realtime").raise_for_status()
+                        lat = []
+                        for _ in range(500):
+                            t = time.perf_counter()
+                            http.get("/v1/metrics/realtime").raise_for_status()
+                            lat.append((time.perf_counter() - t) * 1000)
+                finally:
+                    unpin()
+            p99s.append(float(np.quantile(lat, 0.99, method="inverted_cdf")))
+    big, small = p99s
+    return [
+        Row(
+            "realtime_query",
+            big,
+            f"ms p99 ({sizes.realtime_events} events)",
+            "100x fewer events",
+            small,
+            big / small,
+            "ratio <= 1.5; p99 <= 5 ms",
+            big / small <= 1.5 and big <= 5,
+        )
+    ]
+
+
+# --- aggregation ----------------------------------------------------------------------------------------
+
+
+def fill_raw(svc: Services, items: list[dict[str, Any]], now_ms: int) -> None:
+    """Store events as ingestion would (same rows, same artifact summaries), but in large transactions:
+    filling a million rows through HTTP would take longer than the benchmark itself."""
+    valid: list[Any] = []
+    for b in batches(items, 1000):
+        ok, _ = validate_items(b, STAFF, now_ms, 400 * HOUR_MS)
+        valid.extend(ok)
+    states, timed = fold(valid, {})
+    with svc.db.write() as conn:
+        for i in range(0, len(timed), 20_000):
+            bulk_insert(conn, events_table, INSERT_COLUMNS, [_to_row(e) for e in timed[i : i + 20_000]])
+        rows = [artifact_store._to_row(s) for s in states.values()]
+        for i in range(0, len(rows), 5000):
+            conn.execute(artifacts.insert(), rows[i : i + 5000])
+
+
+def bench_aggregate_hour(backend: str, sizes: Sizes, full: bool) -> list[Row]:
+    now = floor_to(SystemClock().now_ms(), HOUR_MS) + 10 * 60_000
+    hour = now - 2 * HOUR_MS
+    clock = FakeClock(now)
+    with fresh_database(backend) as url:
+        svc = services_for(url, clock)
+        fill_raw(svc, events(sizes.hour_events, hour, HOUR_MS, seed=14, orgs=50), now)
+        agg = Aggregator(svc.db, clock, svc.settings)
+        if backend == "postgresql":
+            with svc.db.write() as conn:
+                conn.exec_driver_sql("ANALYZE")
+        base_times, our_times = [], []
+        for _ in range(2):
+            base_times.append(_bare_group_by(url, hour))
+            t = time.perf_counter()
+            agg.aggregate_hour(hour)
+            our_times.append(time.perf_counter() - t)
+        svc.stop()
+    ours, base = min(our_times), min(base_times)
+    goal = "ratio <= 2" + ("; <= 5 s" if full else "")
+    return [
+        Row(
+            "aggregate_hour",
+            ours,
+            f"s for {sizes.hour_events} events",
+            "bare SQL GROUP BY (counts, sums)",
+            base,
+            ours / base,
+            goal,
+            ours / base <= 2 and (ours <= 5 or not full),
+        )
+    ]
+
+
+def _bare_group_by(url: str, hour: int) -> float:
+    conn = driver_connection(url)
+    mark = "?" if url.startswith("sqlite") else "%s"
+    sql = (
+        "SELECT organization_id, event_type, count(*), sum(cost_nusd), sum(confidence_ppb), count(confidence_ppb),"
+        " sum(claim_count), sum(entity_count), sum(draft_count), count(duration_us), sum(duration_us)"
+        f" FROM events WHERE ts_ms >= {mark} AND ts_ms < {mark} GROUP BY organization_id, event_type"
+    )
+    t = time.perf_counter()
+    cur = conn.cursor()
+    cur.execute(sql, (hour, hour + HOUR_MS))
+    cur.fetchall()
+    elapsed = time.perf_counter() - t
+    conn.close()
+    return elapsed
+
+
+def _synthetic_parts(rng: random.Random, volume: int) -> SnapshotParts:
+    p = SnapshotParts()
+    p.received = volume
+    p.completed = int(volume * 0.93)
+    p.failed = volume - p.completed
+    p.cost_nusd = volume * 30_000_000
+    for stage, parts in p.stages.items():
+        parts.completed = volume
+        samples = [int(rng.lognormvariate(7.5, 0.6) * 1000) for _ in range(min(volume, 40))]
+        parts.latency.add_many_us(samples)
+        del stage
+    p.end_to_end.add_many_us([int(rng.lognormvariate(9.5, 0.5) * 1000) for _ in range(min(volume, 40))])
+    return p
+
+
+def bench_rollup_day(backend: str, sizes: Sizes) -> list[Row]:
+    rng = random.Random(15)
+    now = floor_to(SystemClock().now_ms(), DAY_MS) + 2 * HOUR_MS
+    day = now - DAY_MS
+    clock = FakeClock(now)
+    with fresh_database(backend) as url:
+        svc = services_for(url, clock)
+        with svc.db.write() as conn:
+            for h in range(24):
+                parts = {
+                    f"org-{k:04d}": _synthetic_parts(rng, rng.randint(1, 60)) for k in range(sizes.day_orgs)
+                }
+                parts[""] = _synthetic_parts(rng, 3000)
+                snapshot_store.replace_period(conn, "hourly", day + h * HOUR_MS, parts, now, 0)
+        agg = Aggregator(svc.db, clock, svc.settings)
+        t = time.perf_counter()
+        agg.aggregate_day(day)
+        elapsed = time.perf_counter() - t
+        svc.stop()
+    return [
+        Row(
+            "rollup_day",
+            elapsed,
+            f"s for 24 h x {sizes.day_orgs} orgs",
+            None,
+            None,
+            None,
+            "<= 1 s",
+            elapsed <= 1,
+        )
+    ]
+
+
+# --- range queries and percentile error -----------------------------------------------------------------
+
+
+def bench_ranges(backend: str, sizes: Sizes) -> list[Row]:
+    rng = random.Random(16)
+    now = floor_to(SystemClock().now_ms(), DAY_MS) + 3 * HOUR_MS
+    clock = FakeClock(now)
+    rows: list[Row] = []
+    with fresh_database(backend) as url:
+        # 90 days x many organizations of daily rows.
+        svc = services_for(url, clock, hourly_retention_d=100, daily_retention_d=100)
+        first_day = floor_to(now, DAY_MS) - sizes.range_days * DAY_MS
+        with svc.db.write() as conn:
+            for d in range(sizes.range_days):
+                parts = {
+                    f"org-{k:04d}": _synthetic_parts(rng, rng.randint(1, 40)) for k in range(sizes.range_orgs)
+                }
+                parts[""] = _synthetic_parts(rng, 20_000)
+                snapshot_store.replace_period(conn, "daily", first_day + d * DAY_MS, parts, now, 0)
+        r90 = Range(Period.DAILY, first_day, floor_to(now, DAY_MS))
+        worst = 0.0
+        for name, fn in _range_calls(svc, r90).items():
+            elapsed = _best_of(fn, 3)
+            worst = max(worst, elapsed)
+            rows.append(
+                Row(
+                    f"range_90d_{name}",
+                    elapsed * 1000,
+                    f"ms ({sizes.range_days} d x {sizes.range_orgs} orgs)",
+                    None,
+                    None,
+                    None,
+                    "<= 100 ms",
+                    elapsed <= 0.1,
+                )
+            )
+        svc.stop()
+    with fresh_database(backend) as url:
+        # 7 days x fewer organizations: hourly rows from real raw events, so the baseline can recompute.
+        svc = services_for(url, clock)
+        week_start = floor_to(now, HOUR_MS) - 7 * DAY_MS
+        per_hour = sizes.week_events_per_hour
+        items = events(per_hour * 24 * 7, week_start, 7 * DAY_MS, seed=17, orgs=sizes.week_orgs)
+        fill_raw(svc, items, now)
+        agg = Aggregator(svc.db, clock, svc.settings)
+        for h in range(7 * 24):
+            agg.aggregate_hour(week_start + h * HOUR_MS)
+        r7 = Range(Period.HOURLY, week_start, week_start + 7 * DAY_MS)
+        ours = sum(_best_of(fn, 3) for fn in _range_calls(svc, r7).values())
+
+        def baseline() -> None:
+            with svc.db.read() as conn, conn.begin():
+                parts = parts_from_events(conn, r7.start_ms, r7.end_ms)
+            for p in parts.values():
+                render_parts(p)
+
+        base = _best_of(baseline, 1)
+        rows.append(
+            Row(
+                "range_7d",
+                ours * 1000,
+                f"ms summary+stages+orgs (7 d x {sizes.week_orgs} orgs)",
+                "recomputed from the raw events",
+                base * 1000,
+                base / ours,
+                "ratio >= 50",
+                base / ours >= 50,
+            )
+        )
+        rows.append(_percentile_error(svc, items, week_start))
+        svc.stop()
+    return rows
+
+
+def _range_calls(svc: Services, r: Range) -> dict[str, Callable[[], Any]]:
+    return {
+        "summary": lambda: render_parts(svc.metrics.summary(STAFF, r, None).parts),
+        "stages": lambda: render_parts(svc.metrics.summary(STAFF, r, "org-0001").parts),
+        "orgs": lambda: [render_parts(i.parts) for i in svc.metrics.by_organization(STAFF, r)],
+    }
+
+
+def _best_of(fn: Callable[[], Any], n: int) -> float:
+    best = math.inf
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _percentile_error(svc: Services, items: list[dict[str, Any]], week_start: int) -> Row:
+    """Worst relative error of p50/p95/p99 against exact nearest-rank quantiles (numpy inverted_cdf)."""
+    samples: dict[tuple[str, int, str, str], list[float]] = {}
+    stage_of = {
+        "transcription_completed": "transcription",
+        "claims_extracted": "claims_extraction",
+        "entity_resolution_completed": "entity_resolution",
+        "entity_needs_disambiguation": "entity_resolution",
+        "drafts_generated": "draft_generation",
+    }
+    for e in items:
+        stage = stage_of.get(e["event_type"])
+        if stage is None or e.get("duration_ms") is None:
+            continue
+        hour = floor_to(e["timestamp"], HOUR_MS)
+        day = floor_to(e["timestamp"], DAY_MS)
+        value = round(e["duration_ms"] * 1000) / 1000
+        for scope in ("", e["organization_id"]):
+            samples.setdefault((scope, hour, "hourly", stage), []).append(value)
+            samples.setdefault((scope, day, "daily", stage), []).append(value)
+    with svc.db.read() as conn:
+        hourly = snapshot_store.load_rows(
+            conn, "hourly", week_start, week_start + 7 * DAY_MS, snapshot_store.ALL_SCOPES
+        )
+    merged: dict[tuple[str, int, str], SnapshotParts] = {}
+    for row in hourly:
+        merged[(row.scope, row.period_start_ms, "hourly")] = row.parts
+        key = (row.scope, floor_to(row.period_start_ms, DAY_MS), "daily")
+        merged.setdefault(key, SnapshotParts()).merge(row.parts)
+    worst = 0.0
+    for (scope, start, kind, stage), values in samples.items():
+        parts = merged.get((scope, start, kind))
+        if parts is None or len(values) < 1:
+            continue
+        sketch = next(p for s, p in parts.stages.items() if s.value == stage).latency.sketch
+        for q in (0.5, 0.95, 0.99):
+            exact = float(np.quantile(values, q, method="inverted_cdf"))
+            got = sketch.quantile(q) or 0.0
+            if exact > 0:
+                worst = max(worst, abs(got - exact) / exact)
+    return Row(
+        "percentile_error",
+        worst * 100,
+        "% worst relative error",
+        "exact (numpy)",
+        0.0,
+        None,
+        "<= 1 %",
+        worst <= 0.01,
+    )
+
+
+# --- main -----------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import sqlite3
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "sqlite": sqlite3.sqlite_version,
+        "pinning": "server on core 0, load on core 1"
+        if len(os.sched_getaffinity(0)) >= 2
+        else "none (1 core)",
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated: ingest,sdk,realtime,aggregate,rollup,ranges")
+    ap.add_argument("--output", default=str(ROOT / "bench-results.json"))
+    args = ap.parse_args()
+    sizes = QUICK if args.quick else FULL
+    full = not args.quick
+    wanted = set(filter(None, args.only.split(",")))
+    backends = ["sqlite"] + (["postgresql"] if postgres_available() else [])
+    rows: list[Row] = []
+    if not wanted or "sdk" in wanted:
+        rows += bench_sdk(sizes)
+    for backend in backends:
+        suffix = "" if backend == "sqlite" else "_pg"
+        steps: list[tuple[str, Callable[[], list[Row]]]] = []
+
+        def ingest_step(b: str = backend) -> list[Row]:
+            with fresh_database(b) as url:
+                return bench_ingest(url, sizes, full)
+
+        steps.append(("ingest", ingest_step))
+        steps.append(("realtime", lambda b=backend: bench_realtime(b, sizes)))
+        steps.append(("aggregate", lambda b=backend: bench_aggregate_hour(b, sizes, full)))
+        steps.append(("rollup", lambda b=backend: bench_rollup_day(b, sizes)))
+        steps.append(("ranges", lambda b=backend: bench_ranges(b, sizes)))
+        for name, step in steps:
+            if wanted and name not in wanted:
+                continue
+            t = time.perf_counter()
+            got = step()
+            for r in got:
+                r.name += suffix
+                _print_row(r)
+            rows += got
+            print(f"  ({name}{suffix} took {time.perf_counter() - t:.1f} s)", flush=True)
+    out = {"machine": machine(), "quick": args.quick, "rows": [asdict(r) for r in rows]}
+    Path(args.output).write_text(json.dumps(out, indent=2))
+    print(
+        f"\n{sum(r.meets_goal for r in rows)} of {len(rows)} rows meet their goal; results in {args.output}"
+    )
+    return 0
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def _print_row(r: Row) -> None:
+    mark = "ok " if r.meets_goal else "MISS"
+    print(
+        f"{mark} {r.name:<24} {_fmt(r.value):>12} {r.unit:<40} base {_fmt(r.baseline_value):>10}"
+        f" ratio {_fmt(r.ratio):>6}  goal {r.goal}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""``voicemon demo`` end to end: a server, a backfilled day, a live simulated pipeline and a full retry
+that the pipeline honours by rebuilding the artifact's derived data from scratch (SPEC 9, 11).
+
+The demo always runs on SQLite (its own file under ``tmp_path``), so this test runs on the sqlite run only:
+the postgresql run would repeat the very same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import BACKEND
+
+VOICEMON = Path(sys.executable).parent / "voicemon"
+DERIVED_TABLES = ("transcripts", "claims", "resolutions", "drafts")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(BACKEND == "postgresql", reason="the demo runs on SQLite; the sqlite run covers it"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def poll(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 1.0) -> Any:
+    """Call ``check`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(every_s)
+
+
+class Lines:
+    """The lines a process writes to stdout, read on a thread so that waiting for one is bounded."""
+
+    def __init__(self, stream: Any) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def value_of(self, prefix: str, deadline: float) -> str:
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no {prefix!r} line in time")
+            if line is None:
+                pytest.fail(f"stdout ended before a {prefix!r} line")
+            if line.startswith(prefix):
+                return line.removeprefix(prefix).strip()
+
+
+def derived_rows(path: Path, artifact_id: str) -> dict[str, list[str]]:
+    """run_id of each derived row of the artifact, by table, read from the simulator's own file."""
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        return {
+            table: [
+                run_id
+                for (run_id,) in conn.execute(
+                    f"SELECT run_id FROM {table} WHERE artifact_id = ? ORDER BY rowid", (artifact_id,)
+                )
+            ]
+            for table in DERIVED_TABLES
+        }
+    finally:
+        conn.close()
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def test_demo_backfills_serves_and_honours_a_full_retry(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "VOICEMON_DATABASE_URL": f"sqlite:///{tmp_path}/voicemon.db"}
+    stderr_log = tmp_path / "demo.stderr"
+    argv = [str(VOICEMON), "demo", "--port", str(port), "--hours", "24", "--rate", "60", "--seed", "7"]
+    with stderr_log.open("wb") as err:
+        proc = subprocess.Popen(
+            [*argv, "--no-view"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        lines = Lines(proc.stdout)
+        started = time.monotonic() + 90
+        url = lines.value_of("URL: ", started)
+        key = lines.value_of("KEY: ", started)
+        assert url == f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+            check_the_day_was_backfilled_and_aggregated(http)
+            artifact_id, retry_id = retry_a_failed_artifact(http, tmp_path / "voicemon-sim.db")
+            check_watch_prints_a_frame(url, key, env)
+
+        children = children_of(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the demo did not stop within 20 s of SIGINT:\n{stderr_log.read_text()}")
+        assert code == 0, stderr_log.read_text()
+        assert stderr_log.read_text().rstrip().endswith("stopped")
+        for child in children:
+            assert not Path(f"/proc/{child}").exists(), f"child process {child} outlived the demo"
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/healthz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    # The derived data of the retried artifact, as the pipeline left it when it stopped.
+    rows = derived_rows(tmp_path / "voicemon-sim.db", artifact_id)
+    assert all(rows[table] for table in DERIVED_TABLES), rows
+    assert {run_id for run_ids in rows.values() for run_id in run_ids} == {retry_id}
+
+
+def check_the_day_was_backfilled_and_aggregated(http: httpx.Client) -> None:
+    start = (datetime.now(UTC) - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def hourly_rows() -> list[dict[str, Any]]:
+        r = http.get("/v1/metrics/history", params={"period": "hourly", "start": start})
+        assert r.status_code == 200, r.text
+        items: list[dict[str, Any]] = r.json()["items"]
+        return items if len(items) >= 20 else []
+
+    rows = poll(hourly_rows, 120, "20 hourly snapshots of the backfilled day")
+    assert sum(row["artifacts_received"] for row in rows) > 1000  # 150 an hour in the backfill
+    assert all("organization_id" not in row for row in rows)
+    r = http.get("/v1/metrics/realtime")
+    assert r.status_code == 200, r.text
+    counts = r.json()["counts"]
+    for name in ("artifacts_received", "artifacts_completed", "transcriptions_completed", "failures"):
+        assert counts[name] > 0, counts
+    assert counts["ai_cost_usd"] > 0
+
+
+def retry_a_failed_artifact(http: httpx.Client, sim_db: Path) -> tuple[str, str]:
+    """Retry (full) a failed artifact that had derived data from its first run; wait for the outcome."""
+    r = http.get("/v1/artifacts", params={"status": "failed", "limit": 200})
+    assert r.status_code == 200, r.text
+    failed = r.json()["items"]
+    assert failed
+    assert all(a["status"] == "failed" for a in failed)
+    later = [a for a in failed if a["failed_stage"] not in (None, "transcription")]
+    assert later, "no artifact failed after its transcription"
+    artifact_id = later[0]["artifact_id"]
+    before = derived_rows(sim_db, artifact_id)
+    assert before["transcripts"] == ["initial"], before  # the first run's transcript is there
+
+    r = http.post(
+        f"/v1/artifacts/{artifact_id}/retries",
+        content=b'{"stage": "full", "reason": "test"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 202, r.text
+    record = r.json()
+    assert (record["stage"], record["status"], record["attempt"]) == ("full", "pending", 1)
+    retry_id: str = record["retry_id"]
+
+    def settled() -> dict[str, Any] | None:
+        reply = http.get(f"/v1/artifacts/{artifact_id}")
+        assert reply.status_code == 200, reply.text
+        detail: dict[str, Any] = reply.json()
+        retries = detail["retries"]
+        return detail if retries and retries[-1]["status"] not in ("pending", "dispatched") else None
+
+    detail = poll(settled, 90, "the retry to succeed or fail", every_s=0.5)
+    assert detail["status"] == "completed"
+    [retry] = detail["retries"]
+    assert (retry["retry_id"], retry["status"]) == (retry_id, "succeeded")
+    types = [e["event_type"] for e in detail["timeline"]]
+    assert "retry_initiated" in types
+    assert types.index("retry_initiated") < types.index("artifact_completed") < types.index("retry_succeeded")
+    assert "artifact_received" not in types[types.index("retry_initiated") :]
+    rows = derived_rows(sim_db, artifact_id)
+    assert {run_id for run_ids in rows.values() for run_id in run_ids} == {retry_id}
+    return artifact_id, retry_id
+
+
+def check_watch_prints_a_frame(url: str, key: str, env: dict[str, str]) -> None:
+    shown = subprocess.run(
+        [str(VOICEMON), "watch", "--url", url, "--key", key, "--once"],
+        env={**env, "COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    for text in ("voicemon", url, "received", "end to end", "recent failures", "stuck"):
+        assert text in shown.stdout, shown.stdout
+    refused = subprocess.run(
+        [str(VOICEMON), "watch", "--url", url, "--key", "vm_wrong", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "401" in refused.stderr
