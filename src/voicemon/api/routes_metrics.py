@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from voicemon.api.deps import PrincipalDep, ServicesDep
@@ -44,10 +44,19 @@ StartQuery = Annotated[str | None, Query(description="first period start include
 EndQuery = Annotated[str | None, Query(description="periods starting before this; default now")]
 
 
-def _range(services: Services, period: Period, start: str | None, end: str | None) -> Range:
+def range_params(
+    services: ServicesDep,
+    period: PeriodQuery = Period.HOURLY,
+    start: StartQuery = None,
+    end: EndQuery = None,
+) -> Range:
+    """The ``period``, ``start`` and ``end`` query parameters every snapshot query shares."""
     return services.metrics.resolve_range(
         period, parse_time_param("start", start), parse_time_param("end", end)
     )
+
+
+RangeDep = Annotated[Range, Depends(range_params)]
 
 
 def _row_out(row: SnapshotRow) -> dict[str, Any]:
@@ -71,13 +80,11 @@ def _row_out(row: SnapshotRow) -> dict[str, Any]:
 def history(
     services: ServicesDep,
     principal: PrincipalDep,
-    period: PeriodQuery = Period.HOURLY,
-    start: StartQuery = None,
-    end: EndQuery = None,
+    r: RangeDep,
     organization_id: OrgQuery = None,
 ) -> JSONResponse:
     require_role(principal, Role.VIEWER, Role.STAFF)
-    rows = services.metrics.history(principal, _range(services, period, start, end), organization_id)
+    rows = services.metrics.history(principal, r, organization_id)
     return JSONResponse({"items": [_row_out(r) for r in rows]})
 
 
@@ -93,13 +100,11 @@ def _merged(
 def summary(
     services: ServicesDep,
     principal: PrincipalDep,
-    period: PeriodQuery = Period.HOURLY,
-    start: StartQuery = None,
-    end: EndQuery = None,
+    r: RangeDep,
     organization_id: OrgQuery = None,
 ) -> JSONResponse:
     require_role(principal, Role.VIEWER, Role.STAFF)
-    return JSONResponse(_merged(services, principal, _range(services, period, start, end), organization_id))
+    return JSONResponse(_merged(services, principal, r, organization_id))
 
 
 @router.get(
@@ -108,13 +113,11 @@ def summary(
 def stages(
     services: ServicesDep,
     principal: PrincipalDep,
-    period: PeriodQuery = Period.HOURLY,
-    start: StartQuery = None,
-    end: EndQuery = None,
+    r: RangeDep,
     organization_id: OrgQuery = None,
 ) -> dict[str, Any]:
     require_role(principal, Role.VIEWER, Role.STAFF)
-    body = _merged(services, principal, _range(services, period, start, end), organization_id)
+    body = _merged(services, principal, r, organization_id)
     return {"stages": body["stages"], "end_to_end_latency_ms": body["end_to_end_latency_ms"]}
 
 
@@ -132,15 +135,9 @@ def current(services: ServicesDep, principal: PrincipalDep, organization_id: Org
 
 
 @router.get("/orgs", response_model=OrgMetricsList, summary="One merged item per organization (staff)")
-def orgs(
-    services: ServicesDep,
-    principal: PrincipalDep,
-    period: PeriodQuery = Period.HOURLY,
-    start: StartQuery = None,
-    end: EndQuery = None,
-) -> dict[str, Any]:
+def orgs(services: ServicesDep, principal: PrincipalDep, r: RangeDep) -> dict[str, Any]:
     require_role(principal, Role.STAFF)
-    items = services.metrics.by_organization(principal, _range(services, period, start, end))
+    items = services.metrics.by_organization(principal, r)
     out = []
     for item in items:
         full = render_parts(item.parts)

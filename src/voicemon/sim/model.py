@@ -12,19 +12,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from voicemon.sdk.stage import STAGE_EVENTS
+
 STAGES = ("transcription", "claims_extraction", "entity_resolution", "draft_generation")
 
-# (started, completed, failed) event types of each stage.
-STAGE_TYPES = {
-    "transcription": ("transcription_started", "transcription_completed", "transcription_failed"),
-    "claims_extraction": ("claims_extraction_started", "claims_extracted", "claims_extraction_failed"),
-    "entity_resolution": (
-        "entity_resolution_started",
-        "entity_resolution_completed",
-        "entity_resolution_failed",
-    ),
-    "draft_generation": ("draft_generation_started", "drafts_generated", "draft_generation_failed"),
-}
+# (started, completed, failed) event types of each stage: the SDK's table.
+STAGE_TYPES = STAGE_EVENTS
 
 ERRORS = {
     "transcription": ("asr_timeout", "audio could not be decoded"),

@@ -8,7 +8,7 @@ read-modify-write needs it (:func:`lock_for_update`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -104,26 +104,21 @@ def insert_ignore(conn: Connection, table: Table, keys: Sequence[str], where: An
 
 def upsert_add(conn: Connection, table: Table, keys: Sequence[str], columns: Sequence[str]) -> Insert:
     """INSERT, or add the given columns' values onto the existing row with the same ``keys``."""
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table)
-    else:
-        stmt = sqlite.insert(table)
-    return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
-        index_elements=list(keys),
-        set_={name: table.c[name] + stmt.excluded[name] for name in columns},
+    return _upsert(
+        conn, table, keys, lambda stmt: {name: table.c[name] + stmt.excluded[name] for name in columns}
     )
 
 
 def upsert_replace(conn: Connection, table: Table, keys: Sequence[str], columns: Sequence[str]) -> Insert:
     """INSERT, or overwrite the given columns of the existing row with the same ``keys``."""
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table)
-    else:
-        stmt = sqlite.insert(table)
-    return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
-        index_elements=list(keys),
-        set_={name: stmt.excluded[name] for name in columns},
-    )
+    return _upsert(conn, table, keys, lambda stmt: {name: stmt.excluded[name] for name in columns})
+
+
+def _upsert(
+    conn: Connection, table: Table, keys: Sequence[str], assignments: Callable[[Any], dict[str, Any]]
+) -> Insert:
+    stmt: Any = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_=assignments(stmt))  # type: ignore[no-any-return]
 
 
 def bulk_insert(
