@@ -25,7 +25,7 @@ from voicemon.settings import Settings
 from voicemon.storage import Database, migrate
 from voicemon.storage.tables import metadata
 
-# A fixed "now" well inside a UTC hour: 2026-11-28T13:20:00Z.
+# A fixed "now" well inside a UTC hour: 2026-12-07T02:40:00Z.
 NOW_MS = 1_796_563_200_000 + 13 * 3_600_000 + 20 * 60_000
 
 BACKEND = os.environ.get("VOICEMON_TEST_DB", "sqlite")

@@ -447,7 +447,7 @@ def test_stage_times_the_block_and_carries_metadata_set_inside(
     assert 250 <= done["duration_ms"] < 750
     # The completion is stamped when the block ends, the start when it begins.
     gap_ms = ms_of(done["timestamp"]) - ms_of(started["timestamp"])
-    assert abs(gap_ms - done["duration_ms"]) <= 20
+    assert abs(gap_ms - done["duration_ms"]) <= 50
     assert done["metadata"] == {"claim_count": 3, "ai_model": "gpt-4o-mini", "ai_cost_usd": 0.01}
     assert events["entity_needs_disambiguation"]["metadata"] == {"entity_count": 2, "disambiguation_count": 1}
     assert detail["status"] == "processing"
@@ -505,7 +505,7 @@ def test_stage_as_a_decorator_times_each_call(
         raise ConnectionError
 
     assert transcribe.__name__ == "transcribe"
-    assert transcribe(0.1) == "slept 0.1"
+    assert transcribe(0.3) == "slept 0.3"
     assert transcribe(0.02) == "slept 0.02"
     with pytest.raises(ConnectionError):
         broken()
@@ -522,8 +522,9 @@ def test_stage_as_a_decorator_times_each_call(
     ]
     assert all(e["organization_id"] == org for e in events)
     first, second = events[1]["duration_ms"], events[3]["duration_ms"]
-    assert 100 <= first < 600
-    assert 20 <= second < first
+    # Each call is timed from its own start, not from the decoration or the first call.
+    assert 300 <= first < 800
+    assert 20 <= second < 300
     # An exception without a message is reported by its type.
     assert (events[5]["error_code"], events[5]["error_message"]) == ("ConnectionError", "ConnectionError")
 

@@ -340,6 +340,63 @@ def test_a_later_success_clears_the_failed_stage(api: Api) -> None:
     assert (d["status"], d["failed_stage"]) == ("transcribed", None)
 
 
+def test_a_stageless_failure_names_the_stage_reached_whatever_the_arrival_order(api: Api) -> None:
+    """artifact_failed without a stage fails in the stage the artifact was in: the stage of its latest
+    (by time) status-changing event, even when that event arrives after the failure."""
+    for n, order in enumerate(itertools.permutations(range(3))):
+        artifact = f"sl-{n}"
+        events = [
+            ev("artifact_received", artifact, T0),
+            ev("claims_extraction_started", artifact, T0 + SECOND_MS),
+            ev("artifact_failed", artifact, T0 + 2 * SECOND_MS, error_code="oom"),
+        ]
+        for i in order:
+            post(api, events[i])
+        d = detail(api, artifact)
+        assert (d["status"], d["current_stage"], d["failed_stage"]) == (
+            "failed",
+            "claims_extraction",
+            "claims_extraction",
+        ), order
+        assert d["last_error_code"] == "oom"
+
+
+def test_completion_keeps_the_last_stage_whatever_the_arrival_order(api: Api) -> None:
+    for n, order in enumerate(itertools.permutations(range(3))):
+        artifact = f"cs-{n}"
+        events = [
+            ev("artifact_received", artifact, T0),
+            ev("drafts_generated", artifact, T0 + SECOND_MS),
+            ev("artifact_completed", artifact, T0 + 2 * SECOND_MS),
+        ]
+        for i in order:
+            post(api, events[i])
+        d = detail(api, artifact)
+        assert (d["status"], d["current_stage"], d["failed_stage"]) == ("completed", "draft_generation", None)
+
+
+def test_the_last_error_is_the_latest_failures_whatever_the_arrival_order(api: Api) -> None:
+    for n, order in enumerate(itertools.permutations(range(4))):
+        artifact = f"le-{n}"
+        events = [
+            ev("transcription_failed", artifact, T0, error_code="first", error_message="1st"),
+            ev("transcription_completed", artifact, T0 + SECOND_MS),
+            ev(
+                "claims_extraction_failed",
+                artifact,
+                T0 + 2 * SECOND_MS,
+                error_code="second",
+                error_message="2nd",
+            ),
+            ev("claims_extracted", artifact, T0 + 3 * SECOND_MS),
+        ]
+        for i in order:
+            post(api, events[i])
+        d = detail(api, artifact)
+        assert (d["status"], d["failed_stage"]) == ("processing", None), order
+        assert (d["last_error_code"], d["last_error_message"]) == ("second", "2nd"), order
+
+
 # --- durations (SPEC 3.4) ---------------------------------------------------------------------------
 
 

@@ -26,8 +26,8 @@ from voicemon.domain.retries import RESET_STAGE, RESET_STATUS, RetryStage
 
 @dataclass(slots=True)
 class ArtifactState:
-    """One row of artifact summary. ``status_at_ms`` is the time of the event that set ``status``, and
-    ``stage_at_ms`` that of the event that set ``current_stage``.
+    """One row of artifact summary. ``status_at_ms``, ``stage_at_ms`` and ``error_at_ms`` are the times of
+    the events that set ``status``, ``current_stage`` and the last error.
 
     Mutable only so that :func:`fold` can update its private working copies in place (the hot path of
     ingestion); every public function returns new objects and leaves its inputs alone."""
@@ -44,6 +44,7 @@ class ArtifactState:
     failed_stage: Stage | None = None
     last_error_code: str | None = None
     last_error_message: str | None = None
+    error_at_ms: int | None = None
     received_at_ms: int | None = None
     completed_at_ms: int | None = None
     first_event_at_ms: int = 0
@@ -123,19 +124,28 @@ def _apply_in_place(s: ArtifactState, event: Event) -> Event:
     status = status_set_by(kind, event.new_status)
     if status is not None and current:
         _set_status(s, event, status)
-    elif status is not None and event.pipeline_stage is not None and _is_latest_stage(s, ts):
-        # Too old to set the status, but newer than the event that gave the current stage: with the
-        # events in time order it would have set the stage that a later stageless event (artifact_failed,
-        # artifact_completed) kept, so the state does not depend on the arrival order.
-        s.current_stage = event.pipeline_stage
-        s.stage_at_ms = ts
-        if s.status is Status.FAILED:
-            s.failed_stage = event.pipeline_stage
+    elif status is not None:
+        # Too old to set the status, yet maybe newer than the events that gave the current stage or the
+        # last error: in time order it would have set them (a later stageless artifact_failed or
+        # artifact_completed keeps the stage), so the summary does not depend on the arrival order.
+        if event.pipeline_stage is not None and _newer(ts, s.stage_at_ms):
+            s.current_stage = event.pipeline_stage
+            s.stage_at_ms = ts
+            if s.status is Status.FAILED:
+                s.failed_stage = event.pipeline_stage
+        if status is Status.FAILED and _newer(ts, s.error_at_ms):
+            _set_error(s, event)
     return event
 
 
-def _is_latest_stage(s: ArtifactState, ts: int) -> bool:
-    return s.stage_at_ms is None or ts >= s.stage_at_ms
+def _newer(ts: int, than_ms: int | None) -> bool:
+    return than_ms is None or ts >= than_ms
+
+
+def _set_error(s: ArtifactState, event: Event) -> None:
+    s.last_error_code = event.error_code
+    s.last_error_message = event.error_message
+    s.error_at_ms = event.timestamp_ms
 
 
 def _retry_stage(event: Event) -> RetryStage | None:
@@ -172,8 +182,7 @@ def _set_status(s: ArtifactState, event: Event, status: Status) -> None:
         s.stage_at_ms = event.timestamp_ms
     if status is Status.FAILED:
         s.failed_stage = event.pipeline_stage or s.current_stage
-        s.last_error_code = event.error_code
-        s.last_error_message = event.error_message
+        _set_error(s, event)
     else:
         s.failed_stage = None
 

@@ -20,6 +20,8 @@ from sqlalchemy import (
     text,
 )
 
+from voicemon.domain.counters import COUNTER_NAMES
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -83,6 +85,8 @@ artifacts = Table(
     Column("failed_stage", String(32)),
     Column("last_error_code", String(ID)),
     Column("last_error_message", Text),
+    # The time of the failure event that gave last_error_code and last_error_message.
+    Column("error_at_ms", BigInteger),
     Column("received_at_ms", BigInteger),
     Column("completed_at_ms", BigInteger),
     Column("first_event_at_ms", BigInteger, nullable=False),
@@ -97,17 +101,7 @@ artifacts = Table(
     Index(None, "status", "listed_at_ms", "artifact_id"),
 )
 
-COUNTER_COLUMNS = (
-    "artifacts_received",
-    "artifacts_completed",
-    "artifacts_failed",
-    "transcriptions_completed",
-    "claims_extracted",
-    "entities_resolved",
-    "drafts_generated",
-    "failures",
-    "ai_cost_nusd",
-)
+COUNTER_COLUMNS = COUNTER_NAMES
 
 # One row per (scope, minute); scope "" is platform-wide.
 minute_counters = Table(
