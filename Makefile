@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 check: $(STAMP)
-	$(BIN)/ruff format --check src tests
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
 test: check

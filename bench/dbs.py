@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import psycopg
 from sqlalchemy import create_engine, text
 
 PG_ADMIN_URL = os.environ.get(
@@ -48,15 +51,11 @@ def fresh_database(backend: str) -> Iterator[str]:
         admin.dispose()
 
 
-def driver_connection(url: str):  # type: ignore[no-untyped-def]
+def driver_connection(url: str) -> Any:
     """A bare DBAPI connection (the baselines use the driver directly, without voicemon or SQLAlchemy)."""
     if url.startswith("sqlite:///"):
-        import sqlite3
-
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
-    import psycopg
-
     return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))

@@ -10,7 +10,7 @@ from voicemon.sim.model import SimConfig, organizations, pick_org, plan_journey
 
 
 def events(count: int, start_ms: int, span_ms: int, seed: int = 1, orgs: int = 20) -> list[dict[str, Any]]:
-    """About ``count`` JSON events of whole journeys whose timestamps fall in ``[start_ms, start_ms+span_ms)``."""
+    """About ``count`` JSON events of whole journeys, timestamped in ``[start_ms, start_ms + span_ms)``."""
     rng = random.Random(seed)
     config = SimConfig(organizations=orgs)
     org_list = organizations(config)

@@ -60,6 +60,7 @@ class Services:
         if migrate_schema:
             migrate.upgrade(self.db)
         self.writer.start()
+        self.db.start_maintenance()
         if run_dispatcher:
             self.dispatcher.start()
 

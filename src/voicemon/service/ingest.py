@@ -23,6 +23,7 @@ from voicemon.domain.artifacts import ArtifactState, fold
 from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.events import Event, FieldError, ValidationContext, validate_event
 from voicemon.domain.ids import time_ordered_id
+from voicemon.domain.model import FAILURE_TYPES, EventType
 from voicemon.domain.periods import touched_periods
 from voicemon.domain.retries import EventMaker, decide_outcomes
 from voicemon.storage import artifacts as artifact_store
@@ -32,6 +33,8 @@ from voicemon.storage import retries as retry_store
 from voicemon.storage import snapshots as snapshot_store
 
 MAX_BATCH_EVENTS = 1000
+# The events that can end a retry in flight.
+OUTCOME_TYPES = FAILURE_TYPES | {EventType.ARTIFACT_COMPLETED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,8 @@ def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[s
     before = artifact_store.lock_artifacts(conn, sorted(artifact_ids), now_ms)
     # A completion or failure of an artifact with a retry in flight ends that retry (SPEC 9), and the
     # retry_succeeded / retry_failed event it logs is stored with the events that caused it.
-    flying = retry_store.in_flight(conn, sorted(artifact_ids))
+    endings = [e.artifact_id for e in fresh if e.event_type in OUTCOME_TYPES and e.artifact_id is not None]
+    flying = retry_store.in_flight(conn, sorted(set(endings))) if endings else {}
     outcomes = decide_outcomes(fresh, flying, EventMaker(_context(before, fresh), now_ms)) if flying else []
     after, timed = fold([*fresh, *(o.event for o in outcomes)], before)
 

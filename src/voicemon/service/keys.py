@@ -80,6 +80,14 @@ class KeyService:
         with self._lock:
             self._cache.pop(key_id, None)
 
+    def cached(self, presented: str | None) -> Principal | None:
+        """The principal of a key verified less than ``key_cache_s`` ago, without touching the database."""
+        if not presented:
+            return None
+        with self._lock:
+            found = self._cache.get(presented)
+        return found[1] if found is not None and found[0] > self._clock.now_ms() else None
+
     def authenticate(self, presented: str | None) -> Principal:
         """The principal behind a presented key; :class:`AuthError` if it is missing, unknown or revoked."""
         if not presented:
