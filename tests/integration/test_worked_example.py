@@ -74,6 +74,7 @@ def example_api(api: Api) -> Api:
     run = api.call("POST", "/v1/jobs/aggregate-hourly/runs", json={"target": format_time(HOUR)})
     assert run.status_code == 200, run.text
     assert run.json()["status"] == "succeeded", run.json()
+    assert run.json()["summary"]["aggregated"] == [format_time(HOUR)]
     return api
 
 

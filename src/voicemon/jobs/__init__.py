@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from voicemon.domain.periods import Period, period_start
+from voicemon.domain.timeutil import format_time
 from voicemon.jobs.runner import JobDefinition, JobOverview, JobRunner
 from voicemon.jobs.scheduler import Scheduler
 from voicemon.service import Services
@@ -23,7 +24,8 @@ def build_runner(services: Services) -> JobRunner:
     def hourly(target_ms: int | None) -> dict[str, object]:
         if target_ms is None:
             return agg.hourly_catch_up()
-        return {"aggregated": [period_start(Period.HOURLY, target_ms)], "rows": agg.aggregate_hour(target_ms)}
+        hour = period_start(Period.HOURLY, target_ms)
+        return {"aggregated": [format_time(hour)], "rows": agg.aggregate_hour(hour)}
 
     def daily(target_ms: int | None) -> dict[str, object]:
         if target_ms is None:
