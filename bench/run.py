@@ -588,7 +588,9 @@ def main() -> int:
     backends = ["sqlite"] + (["postgresql"] if postgres_available() else [])
     rows: list[Row] = []
     if not wanted or "sdk" in wanted:
-        rows += bench_sdk(sizes)
+        for r in bench_sdk(sizes):
+            _print_row(r)
+            rows.append(r)
     for backend in backends:
         suffix = "" if backend == "sqlite" else "_pg"
         steps: list[tuple[str, Callable[[], list[Row]]]] = []

@@ -423,7 +423,7 @@ def test_stage_times_the_block_and_carries_metadata_set_inside(
     client.log_event("artifact_received", artifact_id="st-1", organization_id=org)
     with client.stage("claims_extraction", artifact_id="st-1", organization_id=org) as s:
         time.sleep(0.25)
-        s.set(claim_count=3, ai_model="gpt-4o-mini")
+        s.set(claim_count=3, ai_model="llm-extract-mini")
         s.set(ai_cost_usd=0.01)
     with client.stage("entity_resolution", artifact_id="st-1", organization_id=org) as s:
         s.completed_type = "entity_needs_disambiguation"
@@ -448,7 +448,7 @@ def test_stage_times_the_block_and_carries_metadata_set_inside(
     # The completion is stamped when the block ends, the start when it begins.
     gap_ms = ms_of(done["timestamp"]) - ms_of(started["timestamp"])
     assert abs(gap_ms - done["duration_ms"]) <= 50
-    assert done["metadata"] == {"claim_count": 3, "ai_model": "gpt-4o-mini", "ai_cost_usd": 0.01}
+    assert done["metadata"] == {"claim_count": 3, "ai_model": "llm-extract-mini", "ai_cost_usd": 0.01}
     assert events["entity_needs_disambiguation"]["metadata"] == {"entity_count": 2, "disambiguation_count": 1}
     assert detail["status"] == "processing"
 
@@ -462,7 +462,7 @@ def test_stage_logs_the_failure_and_reraises(
 
     def generate_drafts() -> None:
         with client.stage("draft_generation", artifact_id="st-fail", organization_id=org) as s:
-            s.set(ai_model="claude-3-5-haiku")
+            s.set(ai_model="llm-draft-small")
             time.sleep(0.05)
             raise RuntimeError("model returned junk")
 
@@ -480,7 +480,7 @@ def test_stage_logs_the_failure_and_reraises(
     assert failed["error_code"] == "RuntimeError"
     assert failed["error_message"] == "model returned junk"
     assert 50 <= failed["duration_ms"] < 550
-    assert failed["metadata"] == {"ai_model": "claude-3-5-haiku"}
+    assert failed["metadata"] == {"ai_model": "llm-draft-small"}
     assert (detail["status"], detail["failed_stage"], detail["last_error_code"]) == (
         "failed",
         "draft_generation",

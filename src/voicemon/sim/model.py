@@ -44,10 +44,10 @@ class SimConfig:
     zipf_s: float = 1.2
     stages: dict[str, StageProfile] = field(
         default_factory=lambda: {
-            "transcription": StageProfile(2500, 0.5, 0.03, "whisper-large-v3", 0.006),
-            "claims_extraction": StageProfile(3500, 0.45, 0.02, "gpt-4o-mini", 0.012),
+            "transcription": StageProfile(2500, 0.5, 0.03, "asr-large-v3", 0.006),
+            "claims_extraction": StageProfile(3500, 0.45, 0.02, "llm-extract-mini", 0.012),
             "entity_resolution": StageProfile(700, 0.6, 0.01, "resolver-v2", 0.0),
-            "draft_generation": StageProfile(3000, 0.5, 0.02, "claude-3-5-haiku", 0.009),
+            "draft_generation": StageProfile(3000, 0.5, 0.02, "llm-draft-small", 0.009),
         }
     )
     disambiguation_share: float = 0.18
