@@ -165,3 +165,9 @@ def test_the_current_hour_is_refused_and_nothing_is_recorded(api: Api) -> None:
     assert r.json()["error"]["code"] == "period_incomplete"
     jobs = api.call("GET", "/v1/jobs").json()["items"]
     assert {j["name"]: j["last_run"] for j in jobs}["aggregate-hourly"] is None
+
+
+def test_no_organization_id_can_mean_every_scope(example_api: Api) -> None:
+    """History of an organization is that organization's rows only, whatever its id looks like."""
+    for odd in ("*all*", "*orgs*", "%", "*"):
+        assert _history(example_api, odd) == []

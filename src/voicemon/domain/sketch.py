@@ -179,10 +179,3 @@ def merge_encoded(blobs: Iterable[bytes | None]) -> LatencySketch:
     for first, bins in segments:
         acc[first - lo : first - lo + len(bins)] += bins
     return LatencySketch._from_dense(zero, total, low, high, lo, acc)
-
-
-def merge_sketches(sketches: Iterable[LatencySketch]) -> LatencySketch:
-    merged = LatencySketch()
-    for sketch in sketches:
-        merged.merge(sketch)
-    return merged

@@ -190,9 +190,3 @@ def settle(
     else:
         values["finished_ms"] = now_ms
     conn.execute(update(outbox).where(outbox.c.outbox_id == outbox_id).values(**values))
-
-
-def pending_count(conn: Connection) -> int:
-    return int(
-        conn.scalar(select(func.count()).select_from(outbox).where(outbox.c.status == OUTBOX_PENDING)) or 0
-    )

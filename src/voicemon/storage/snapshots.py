@@ -161,24 +161,22 @@ def replace_period(
     conn.execute(snapshots.insert(), rows)
 
 
-ALL_SCOPES = "*all*"
-ORG_SCOPES = "*orgs*"
+# Not a string, so that no organization id can ever mean "every scope".
+ALL_SCOPES = None
 
 
 def load_rows(
-    conn: Connection, period_type: str, start_ms: int, end_ms: int, scope: str
+    conn: Connection, period_type: str, start_ms: int, end_ms: int, scope: str | None
 ) -> list[SnapshotRow]:
     """Rows whose period starts in ``[start_ms, end_ms)``, oldest first, for one scope ("" = platform),
-    or for :data:`ORG_SCOPES` (every organization) or :data:`ALL_SCOPES`."""
+    or for every scope, platform and organizations, when ``scope`` is :data:`ALL_SCOPES` (None)."""
     s = snapshots.c
     conds: list[Any] = [
         s.period_type == period_type,
         s.period_start_ms >= start_ms,
         s.period_start_ms < end_ms,
     ]
-    if scope == ORG_SCOPES:
-        conds.append(s.scope != "")
-    elif scope != ALL_SCOPES:
+    if scope is not ALL_SCOPES:
         conds.append(s.scope == scope)
     query = select(snapshots).where(and_(*conds)).order_by(s.period_start_ms, s.scope)
     return [_from_row(dict(r._mapping)) for r in conn.execute(query)]
