@@ -516,3 +516,17 @@ def test_command_of_a_retry_that_already_ended_is_not_sent(api: Api, clock: Fake
     assert [row.status for row in outbox_rows(api.services)] == ["skipped"]
     (record,) = items_of(api.call("GET", "/v1/artifacts/a1/retries"))
     assert record["status"] == "succeeded"
+
+
+def test_one_batch_can_end_several_retries(api: Api, clock: FakeClock) -> None:
+    """Completions of several retried artifacts in one request end all their retries together."""
+    for artifact_id in ("a1", "a2", "a3"):
+        failed_artifact(api, clock, artifact_id)
+        accepted_retry(api, artifact_id)
+    clock.advance(1000)
+    now = clock.now_ms()
+    post_events(api, *(ev("artifact_completed", a, now, organization_id=ORG) for a in ("a1", "a2", "a3")))
+    for artifact_id in ("a1", "a2", "a3"):
+        detail = artifact(api, artifact_id)
+        assert detail["status"] == "completed"
+        assert [r["status"] for r in detail["retries"]] == ["succeeded"]

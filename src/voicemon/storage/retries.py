@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 
 from voicemon.domain.retries import IN_FLIGHT, Outcome, Retry, RetryStage, RetryStatus
 from voicemon.storage.tables import outbox, retries
@@ -94,7 +94,8 @@ def finish_many(conn: Connection, outcomes: Sequence[Outcome]) -> None:
     r = retries.c
     stmt = (
         update(retries)
-        .where(r.retry_id == bindparam("b_id"), r.status.in_([s.value for s in IN_FLIGHT]))
+        # Plain comparisons, not IN: an expanding IN list cannot be used with executemany.
+        .where(r.retry_id == bindparam("b_id"), or_(*(r.status == s.value for s in IN_FLIGHT)))
         .values(status=bindparam("b_status"), finished_ms=bindparam("b_finished"), error=bindparam("b_error"))
     )
     conn.execute(
