@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,23 +35,31 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database of this run (its name says which process made it), dropped after."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str | None]:
     if BACKEND != "postgresql":
         yield None
         return
-    name = f"voicemon_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    db = Database(url)
-    migrate.upgrade(db)
-    db.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_database("voicemon_test") as url:
+        db = Database(url)
+        migrate.upgrade(db)
+        db.dispose()
+        yield url
 
 
 @pytest.fixture
@@ -84,6 +93,35 @@ def services(settings: Settings, clock: FakeClock) -> Iterator[Services]:
 
 
 STAFF = Principal("test-staff", "staff", Role.STAFF)
+
+FreshServices = Callable[[], AbstractContextManager[Services]]
+
+
+@pytest.fixture(scope="module")
+def fresh_services(pg_url: str | None, tmp_path_factory: pytest.TempPathFactory) -> FreshServices:
+    """Started Services on an empty database, one per call (hypothesis examples): a new SQLite file, or
+    the run's PostgreSQL database emptied (DELETE: faster than TRUNCATE on tables this small)."""
+    base = tmp_path_factory.mktemp("examples")
+
+    @contextmanager
+    def make() -> Iterator[Services]:
+        if pg_url is None:
+            url = f"sqlite:///{base}/{uuid.uuid4().hex}.db"
+        else:
+            url = pg_url
+            engine = create_engine(pg_url)
+            with engine.begin() as conn:
+                for table in reversed(metadata.sorted_tables):
+                    conn.execute(table.delete())
+            engine.dispose()
+        svc = Services(Settings(database_url=url, key_cache_s=0), FakeClock(NOW_MS))
+        svc.start()
+        try:
+            yield svc
+        finally:
+            svc.stop()
+
+    return make
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 from typing import Any
 
 from voicemon.domain.timeutil import format_time
@@ -28,3 +29,10 @@ def items_of(response: Any) -> list[dict[str, Any]]:
     body = response.json()
     assert isinstance(body["items"], list)
     return body["items"]  # type: ignore[no-any-return]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import BACKEND
+from tests.helpers import free_port
 
 VOICEMON = Path(sys.executable).parent / "voicemon"
 DERIVED_TABLES = ("transcripts", "claims", "resolutions", "drafts")
@@ -33,12 +33,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(BACKEND == "postgresql", reason="the demo runs on SQLite; the sqlite run covers it"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def poll(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 1.0) -> Any:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,10 +24,10 @@ import httpx
 import orjson
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 
-from tests.conftest import BACKEND, PG_ADMIN_URL, STAFF, Api
-from tests.helpers import ev
+from tests.conftest import BACKEND, STAFF, Api, postgres_database
+from tests.helpers import ev, free_port
 from voicemon.clock import FakeClock, SystemClock
 from voicemon.domain.timeutil import MINUTE_MS, SECOND_MS, format_time
 from voicemon.service import Services
@@ -235,28 +233,14 @@ def test_dispatcher_thread_delivers_on_a_real_clock(settings: Settings, receiver
 # --- a real server process, killed between commit and delivery --------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def process_db_url(tmp_path: Path) -> Iterator[str]:
     """A database of its own for the server processes: a SQLite file, or a new PostgreSQL database."""
     if BACKEND != "postgresql":
         yield f"sqlite:///{tmp_path}/server.db"
         return
-    name = f"voicemon_e2e_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database("voicemon_e2e") as url:
+        yield url
 
 
 class ServerProcess:

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,21 +24,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
-from tests.conftest import BACKEND, PG_ADMIN_URL
+from tests.conftest import BACKEND, postgres_database
+from tests.helpers import free_port
 from voicemon import Client
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import migrate
 
 VOICEMON = Path(sys.executable).parent / "voicemon"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dead_url() -> str:
@@ -114,16 +107,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if BACKEND != "postgresql":
         yield f"sqlite:///{tmp_path_factory.mktemp('sdk')}/voicemon.db"
         return
-    name = f"voicemon_sdk_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database("voicemon_sdk") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

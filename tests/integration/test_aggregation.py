@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import math
 import random
-import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
-from tests.conftest import NOW_MS, STAFF, Api, StatementCounter
+from tests.conftest import NOW_MS, STAFF, Api, FreshServices, StatementCounter
 from tests.helpers import ev, items_of
 from voicemon.api import create_app
 from voicemon.clock import FakeClock
@@ -27,9 +26,8 @@ from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, forma
 from voicemon.jobs import build_runner
 from voicemon.service import Services
 from voicemon.service.aggregate import Aggregator
-from voicemon.settings import Settings
 from voicemon.storage import snapshots as snapshot_store
-from voicemon.storage.tables import metadata, snapshots
+from voicemon.storage.tables import snapshots
 
 TODAY = floor_to(NOW_MS, DAY_MS)  # the day of NOW_MS (which is 02:40 UTC)
 YESTERDAY = TODAY - DAY_MS  # a complete day, wholly inside raw retention (48 h back from NOW_MS)
@@ -273,36 +271,6 @@ def traffic(draw: st.DrawFn) -> tuple[list[int], list[Rec]]:
     ):
         recs.append(Rec(WINDOW + offset, "rate_limit_hit", None, org, meta=cost))
     return [WINDOW + h * HOUR_MS for h in range(n_hours)], recs
-
-
-# --- a fresh database per generated example -------------------------------------------------------------
-
-FreshServices = Callable[[], AbstractContextManager[Services]]
-
-
-@pytest.fixture(scope="module")
-def fresh_services(pg_url: str | None, tmp_path_factory: pytest.TempPathFactory) -> FreshServices:
-    base = tmp_path_factory.mktemp("examples")
-
-    @contextmanager
-    def make() -> Iterator[Services]:
-        if pg_url is None:
-            url = f"sqlite:///{base}/{uuid.uuid4().hex}.db"
-        else:
-            url = pg_url
-            engine = create_engine(pg_url)
-            with engine.begin() as conn:  # DELETE: much faster than TRUNCATE on tables this small
-                for table in reversed(metadata.sorted_tables):
-                    conn.execute(table.delete())
-            engine.dispose()
-        svc = Services(Settings(database_url=url, key_cache_s=0), FakeClock(NOW_MS))
-        svc.start()
-        try:
-            yield svc
-        finally:
-            svc.stop()
-
-    return make
 
 
 def snapshot_table(svc: Services) -> list[dict[str, Any]]:

@@ -12,23 +12,16 @@ never applies) and every completion or failure carries its own ``duration_ms`` (
 from __future__ import annotations
 
 import dataclasses
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
 
-from tests.conftest import NOW_MS, STAFF
-from voicemon.clock import FakeClock
+from tests.conftest import NOW_MS, STAFF, FreshServices
 from voicemon.domain.timeutil import MINUTE_MS, format_time
 from voicemon.service import Services
-from voicemon.settings import Settings
 from voicemon.storage.events import EventFilter, count_events
-from voicemon.storage.tables import metadata
 
 ORGS = ("o1", "o2")
 STAGE_TYPES = (
@@ -126,34 +119,6 @@ def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[list[int]]]:
     cuts = sorted(draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=5)))
     batches = [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True)]
     return events, [b for b in batches if b]
-
-
-FreshServices = Callable[[], AbstractContextManager[Services]]
-
-
-@pytest.fixture(scope="module")
-def fresh_services(pg_url: str | None, tmp_path_factory: pytest.TempPathFactory) -> FreshServices:
-    """A Services on an empty database: a new SQLite file, or the run's PostgreSQL database truncated."""
-    base = tmp_path_factory.mktemp("properties")
-
-    @contextmanager
-    def make() -> Iterator[Services]:
-        if pg_url is None:
-            url = f"sqlite:///{base}/{uuid.uuid4().hex}.db"
-        else:
-            url = pg_url
-            engine = create_engine(pg_url)
-            with engine.begin() as conn:
-                conn.execute(text(f"TRUNCATE {', '.join(t.name for t in metadata.sorted_tables)}"))
-            engine.dispose()
-        svc = Services(Settings(database_url=url, key_cache_s=0), FakeClock(NOW_MS))
-        svc.start()
-        try:
-            yield svc
-        finally:
-            svc.stop()
-
-    return make
 
 
 def state_of(svc: Services) -> dict[str, Any]:
