@@ -9,7 +9,7 @@ command could not be delivered at all.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -168,7 +168,3 @@ def backoff_ms(attempt: int, base_ms: int, cap_ms: int, rng: random.Random) -> i
     """Exponential backoff with full jitter: a uniform wait in [base/2, min(cap, base·2^attempt)]."""
     ceiling = min(cap_ms, base_ms * (2 ** max(0, attempt - 1)))
     return rng.randint(max(1, ceiling // 2), max(1, ceiling))
-
-
-def retries_in_window(created: Sequence[int], now_ms: int) -> int:
-    return sum(1 for c in created if c > now_ms - RATE_WINDOW_MS)

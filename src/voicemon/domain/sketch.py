@@ -14,7 +14,6 @@ import math
 import struct
 from array import array
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,11 +27,6 @@ _U32_MAX = 2**32 - 1
 _LN2 = math.log(2)
 # Below this many values a plain loop is cheaper than building arrays.
 _VECTOR_MIN = 32
-
-
-@dataclass(frozen=True, slots=True)
-class SketchConfig:
-    relative_accuracy: float = RELATIVE_ACCURACY
 
 
 class LatencySketch:
