@@ -208,7 +208,8 @@ def retry_a_failed_artifact(http: httpx.Client, sim_db: Path) -> tuple[str, str]
         return detail if retries and retries[-1]["status"] not in ("pending", "dispatched") else None
 
     detail = poll(settled, 90, "the retry to succeed or fail", every_s=0.5)
-    assert detail["status"] == "completed"
+    story = [(e["event_type"], e["timestamp"]) for e in detail["timeline"]]
+    assert detail["status"] == "completed", (detail["retries"], story)
     [retry] = detail["retries"]
     assert (retry["retry_id"], retry["status"]) == (retry_id, "succeeded")
     types = [e["event_type"] for e in detail["timeline"]]

@@ -50,7 +50,7 @@ def get_artifact(
     detail = services.queries.artifact(principal, artifact_id)
     body = artifact_out(detail.summary, detail.stuck)
     body["timeline"] = [event_out(e) for e in detail.timeline]
-    body["retries"] = [retry_out(r) for r in services.retries.list(principal, artifact_id)]
+    body["retries"] = [retry_out(r) for r in detail.retries]
     return body
 
 

@@ -11,12 +11,14 @@ from voicemon.domain.artifacts import ArtifactState
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.cursor import decode_cursor, encode_cursor
 from voicemon.domain.rates import failure_rate
+from voicemon.domain.retries import Retry
 from voicemon.domain.timeutil import MINUTE_MS, floor_to
 from voicemon.errors import NotFoundError
 from voicemon.storage import Database
 from voicemon.storage import artifacts as artifact_store
 from voicemon.storage import counters as counter_store
 from voicemon.storage import events as event_store
+from voicemon.storage import retries as retry_store
 from voicemon.storage.artifacts import ArtifactFilter
 from voicemon.storage.events import EventFilter, StoredEvent
 
@@ -33,9 +35,13 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class ArtifactDetail:
+    """An artifact as of one moment: its summary, timeline and retries come from one read, so a retry
+    shown as ended always comes with the status its ending event gave."""
+
     summary: ArtifactState
     stuck: bool
     timeline: list[StoredEvent]
+    retries: list[Retry]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +100,9 @@ class Queries:
             if state is None or not can_see_organization(principal, state.organization_id):
                 raise NotFoundError(f"no artifact {artifact_id!r}", code="artifact_not_found")
             timeline = event_store.timeline(conn, artifact_id)
-        return ArtifactDetail(state, state.is_stuck(self._clock.now_ms(), self._stuck_after_ms), timeline)
+            retries = retry_store.list_for(conn, artifact_id)
+        stuck = state.is_stuck(self._clock.now_ms(), self._stuck_after_ms)
+        return ArtifactDetail(state, stuck, timeline, retries)
 
     def realtime(self, principal: Principal, organization_id: str | None) -> Realtime:
         """Counters of the 60 minutes ending now: the current minute and the 59 before it."""

@@ -1,8 +1,8 @@
 """The engine, its transactions, and every difference between SQLite and PostgreSQL (in this one module).
 
-Writes use :meth:`Database.write`: on SQLite it starts with ``BEGIN IMMEDIATE`` so the write lock is taken
-up front (no deadlock-prone lock upgrade); on PostgreSQL rows are locked with ``FOR UPDATE`` where a
-read-modify-write needs it (:func:`lock_for_update`).
+Reads use :meth:`Database.read`, one consistent snapshot. Writes use :meth:`Database.write`: on SQLite it
+starts with ``BEGIN IMMEDIATE`` so the write lock is taken up front (no deadlock-prone lock upgrade); on
+PostgreSQL rows are locked with ``FOR UPDATE`` where a read-modify-write needs it (:func:`lock_for_update`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CHECKPOINT_EVERY_S = 1.0
 SQLITE_AUTOCHECKPOINT_PAGES = 20_000
-_WRITE_OPTION = "voicemon_write"
+WRITE_OPTION = "voicemon_write"
 
 
 class Database:
@@ -53,8 +53,19 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        """A read-only view of one moment: every statement inside sees the same committed state, so an
+        artifact read with its timeline and retries, or a count read with its rows, always agree.
+
+        SQLite's deferred transaction already reads one snapshot of the log. PostgreSQL's default
+        (READ COMMITTED) takes a new snapshot per statement, so reads ask for REPEATABLE READ; a read-only
+        transaction at that level never fails with a serialization error."""
         try:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as plain:
+                conn = plain
+                if not self.is_sqlite:
+                    conn = plain.execution_options(
+                        isolation_level="REPEATABLE READ", postgresql_readonly=True
+                    )
                 yield conn
         except (OperationalError, DBAPIError) as exc:
             raise StorageError(f"database read failed: {exc.__class__.__name__}") from exc
@@ -64,7 +75,7 @@ class Database:
         """One transaction: everything inside commits together or not at all."""
         try:
             with self.engine.connect() as plain:
-                conn = plain.execution_options(**{_WRITE_OPTION: True})
+                conn = plain.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
                     yield conn
         except IntegrityError as exc:
@@ -137,7 +148,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
