@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from voicemon.domain.events import NANO_USD_PER_USD
 from voicemon.domain.model import MEASURED_STAGES, Stage
 from voicemon.domain.rates import failure_rate, safe_divide
-from voicemon.domain.sketch import LatencySketch, merge_encoded
+from voicemon.domain.sketch import LatencySketch, merge_encoded_groups
 
 US_PER_MS = 1000
 PPB = 1_000_000_000
@@ -28,7 +28,7 @@ class Latency:
     """Latency samples: exact count and sum (µs), and a sketch for percentiles.
 
     A latency read from storage keeps its sketch encoded until someone needs it, so that merging many
-    rows adds their bins as arrays (:meth:`merge_all`) instead of decoding each one.
+    rows adds their bins as arrays (:meth:`merge_columns`) instead of decoding each one.
     """
 
     __slots__ = ("_blob", "_sketch", "count", "sum_us")
@@ -73,9 +73,17 @@ class Latency:
         self.sketch.merge(other.sketch)
 
     @classmethod
-    def merge_all(cls, latencies: Sequence[Latency]) -> Latency:
-        out = cls(sum(lat.count for lat in latencies), sum(lat.sum_us for lat in latencies))
-        out.sketch = merge_encoded(lat.encoded() for lat in latencies)
+    def merge_columns(cls, columns: Sequence[Sequence[Latency]]) -> list[Latency]:
+        """Merge each column of latencies into one; all their sketches are merged in one pass
+        (:func:`~voicemon.domain.sketch.merge_encoded_groups`), still encoded."""
+        blobs = [lat.encoded() for column in columns for lat in column]
+        groups = [i for i, column in enumerate(columns) for _ in column]
+        sketches = merge_encoded_groups(blobs, groups, len(columns))
+        out = []
+        for column, sketch in zip(columns, sketches, strict=True):
+            merged = cls(sum(lat.count for lat in column), sum(lat.sum_us for lat in column))
+            merged.sketch = sketch
+            out.append(merged)
         return out
 
     def render(self) -> dict[str, Any]:
@@ -83,9 +91,9 @@ class Latency:
         if self.count == 0:
             return {"count": 0, "avg": None, "p50": None, "p95": None, "p99": None}
         out: dict[str, Any] = {"count": self.count, "avg": self.sum_us / self.count / US_PER_MS}
-        sketch = self.sketch
-        for name, q in QUANTILES:
-            out[name] = sketch.quantile(q)
+        values = self.sketch.quantiles([q for _, q in QUANTILES])
+        for (name, _), value in zip(QUANTILES, values, strict=True):
+            out[name] = value
         return out
 
 
@@ -153,10 +161,11 @@ def merge_parts(parts: Iterable[SnapshotParts], *, stage_latency: bool = True) -
     total = SnapshotParts()
     for p in group:
         total._add_counts(p)
-    if stage_latency:
-        for stage in MEASURED_STAGES:
-            total.stages[stage].latency = Latency.merge_all([p.stages[stage].latency for p in group])
-    total.end_to_end = Latency.merge_all([p.end_to_end for p in group])
+    stages = MEASURED_STAGES if stage_latency else ()
+    columns = [[p.end_to_end for p in group], *([p.stages[s].latency for p in group] for s in stages)]
+    total.end_to_end, *stage_latencies = Latency.merge_columns(columns)
+    for stage, latency in zip(stages, stage_latencies, strict=True):
+        total.stages[stage].latency = latency
     return total
 
 

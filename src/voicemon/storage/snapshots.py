@@ -11,7 +11,7 @@ from sqlalchemy import Connection, and_, case, delete, func, select
 
 from voicemon.domain.aggregation import TypeGroup
 from voicemon.domain.model import STAGE_COMPLETION_TYPES, EventType, Stage
-from voicemon.domain.sketch import merge_encoded
+from voicemon.domain.sketch import merge_encoded_groups
 from voicemon.domain.snapshot import Latency, SnapshotParts
 from voicemon.storage.database import concat_integers, upsert_add, upsert_replace
 from voicemon.storage.tables import STAGE_KEYS, artifacts, events, period_versions, snapshots
@@ -210,16 +210,22 @@ def org_totals(conn: Connection, period_type: str, start_ms: int, end_ms: int) -
         .where(where)
         .group_by(s.scope)
     ).all()
-    sketches: dict[str, list[bytes]] = {}
+    position = {row[0]: i for i, row in enumerate(sums)}
+    blobs: list[bytes] = []
+    groups: list[int] = []
     for scope, blob in conn.execute(select(s.scope, s.e2e_sketch).where(where, s.e2e_count > 0)):
-        sketches.setdefault(scope, []).append(bytes(blob))
+        blobs.append(blob)
+        groups.append(position[scope])
+    sketches = merge_encoded_groups(blobs, groups, len(sums))
     out = []
-    for scope, received, completed, failed, cost, e2e_count, e2e_sum in sums:
+    for (scope, received, completed, failed, cost, e2e_count, e2e_sum), sketch in zip(
+        sums, sketches, strict=True
+    ):
         p = SnapshotParts(
             received=int(received), completed=int(completed), failed=int(failed), cost_nusd=int(cost)
         )
         p.end_to_end = Latency(int(e2e_count), int(e2e_sum))
-        p.end_to_end.sketch = merge_encoded(sketches.get(scope, []))
+        p.end_to_end.sketch = sketch
         out.append(ScopeTotals(scope, p))
     return out
 
