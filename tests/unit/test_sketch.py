@@ -109,3 +109,27 @@ def test_many_groups_are_merged_a_slice_at_a_time_with_the_same_result() -> None
     for g, v in samples.items():
         assert state(merged[g]) == state(sketch_of(v * 2))
     assert sum(s.count for s in merged) == 2 * sum(len(v) for v in samples.values())
+
+
+def test_many_blobs_are_merged_in_slices_with_the_same_result() -> None:
+    rng = np.random.default_rng(5)
+    groups = [int(g) for g in rng.integers(0, 7, size=5000)]
+    sketches = [sketch_of([float(v) for v in rng.lognormal(3, 1, size=3)]) for _ in groups]
+    expected = [LatencySketch() for _ in range(7)]
+    for sketch, g in zip(sketches, groups, strict=True):
+        expected[g].merge(sketch)
+    merged = merge_encoded_groups([s.to_bytes() for s in sketches], groups, 7)
+    assert [state(s) for s in merged] == [state(s) for s in expected]
+
+
+many_values = st.lists(st.floats(min_value=0.0, max_value=1e7, allow_nan=False), min_size=32, max_size=200)
+
+
+@given(st.lists(st.one_of(values, many_values), max_size=4))
+def test_adding_many_at_once_equals_adding_one_at_a_time(batches: list[list[float]]) -> None:
+    at_once, one_by_one = LatencySketch(), LatencySketch()
+    for batch in batches:
+        at_once.add_many(batch)
+        for value in batch:
+            one_by_one.add(value)
+    assert state(at_once) == state(one_by_one)

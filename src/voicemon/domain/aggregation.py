@@ -8,7 +8,6 @@ its organization's scope.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -49,7 +48,7 @@ def _scopes(organization_id: str | None) -> tuple[str, ...]:
 
 
 def build_parts(
-    groups: Iterable[TypeGroup], end_to_end_us: Iterable[tuple[str | None, int]]
+    groups: Iterable[TypeGroup], end_to_end_us: Iterable[tuple[str | None, NDArray[np.int64]]]
 ) -> dict[str, SnapshotParts]:
     """Snapshot parts per scope. The platform scope is always present, even for an empty hour."""
     parts: dict[str, SnapshotParts] = {PLATFORM_SCOPE: SnapshotParts()}
@@ -69,12 +68,10 @@ def build_parts(
             _add_group(p, g)
             if len(g.durations_us) and stage is not None and g.event_type in STAGE_COMPLETION_TYPES:
                 p.stages[stage].latency.add_many_us(g.durations_us)
-    by_org: dict[str | None, list[int]] = defaultdict(list)
-    for organization_id, value_us in end_to_end_us:
-        by_org[organization_id].append(value_us)
-    for organization_id, values in by_org.items():
-        for p in scope_parts(organization_id):
-            p.end_to_end.add_many_us(values)
+    for organization_id, values in end_to_end_us:
+        if len(values):
+            for p in scope_parts(organization_id):
+                p.end_to_end.add_many_us(values)
     return parts
 
 

@@ -37,7 +37,7 @@ _HEADER_DTYPE = np.dtype(
 )
 assert _HEADER_DTYPE.itemsize == _HEADER.size
 _GAP = b"\0\0"
-_GROUPS_AT_ONCE = 2048
+_BLOBS_AT_ONCE = 2048
 _U32_MAX = 2**32 - 1
 _LN2 = math.log(2)
 # Below this many values a plain loop is cheaper than building arrays.
@@ -81,10 +81,17 @@ class LatencySketch:
         if len(positive):
             keys = np.ceil(np.log(positive) / _LN2 * sk._mapping._multiplier).astype(np.int64)
             low = int(keys.min())
-            counts = np.bincount(keys - low)
-            store_add = sk._store.add
-            for index in np.flatnonzero(counts):
-                store_add(low + int(index), float(counts[index]))
+            bins = np.bincount(keys - low).astype(np.float64)
+            store = sk._store
+            if store.count > 0:
+                # Add the bins already held, as arrays (no per-bin calls into the store).
+                first = min(low, store.min_key)
+                held = np.asarray(store.bins[store.min_key - store.offset : store.max_key - store.offset + 1])
+                total = np.zeros(max(low + len(bins), store.max_key + 1) - first)
+                total[store.min_key - first : store.min_key - first + len(held)] += held
+                total[low - first : low - first + len(bins)] += bins
+                low, bins = first, total
+            _set_bins(store, low, bins)
         sk._zero_count += zeros
         sk._count += len(arr)
         sk._sum += float(arr.sum())
@@ -156,17 +163,22 @@ class LatencySketch:
         sk = out._sketch
         store = sk._store
         if len(bins):
-            store.bins = np.asarray(bins, dtype=np.float64).tolist()
-            store.offset = first
-            store.min_key = first
-            store.max_key = first + len(bins) - 1
-            store.count = float(sum(store.bins))
+            _set_bins(store, first, bins)
         sk._zero_count = float(zero_count)
         sk._count = store.count + float(zero_count)
         sk._sum = float(total)
         sk._min = float(low)
         sk._max = float(high)
         return out
+
+
+def _set_bins(store: Any, first: int, bins: Any) -> None:
+    """Give a DDSketch dense store exactly these bins, the first one for key ``first``."""
+    store.bins = np.asarray(bins, dtype=np.float64).tolist()
+    store.offset = first
+    store.min_key = first
+    store.max_key = first + len(store.bins) - 1
+    store.count = float(sum(store.bins))
 
 
 def merge_encoded(blobs: Iterable[bytes | None]) -> LatencySketch:
@@ -202,14 +214,27 @@ def merge_encoded_groups(
     [2, 3]
     """
     group_of = np.asarray(groups, dtype=np.int64)
-    if n_groups > _GROUPS_AT_ONCE:
-        # Bound the dense (groups x keys) array: merge a slice of the groups at a time.
+    if len(group_of) > _BLOBS_AT_ONCE or n_groups > _BLOBS_AT_ONCE:
+        # A few thousand blobs at a time, whole groups each: the arrays stay small enough to be cheap
+        # to allocate and to stay in cache, which beats one pass over everything.
+        order = np.argsort(group_of, kind="stable")
+        ends = np.cumsum(np.bincount(group_of, minlength=n_groups))
         out: list[LatencySketch] = []
-        for g0 in range(0, n_groups, _GROUPS_AT_ONCE):
-            g1 = min(n_groups, g0 + _GROUPS_AT_ONCE)
-            chosen = np.flatnonzero((group_of >= g0) & (group_of < g1))
-            out += merge_encoded_groups([blobs[i] for i in chosen], group_of[chosen] - g0, g1 - g0)
+        g0 = 0
+        while g0 < n_groups:
+            taken = int(ends[g0 - 1]) if g0 else 0
+            g1 = max(g0 + 1, int(np.searchsorted(ends, taken + _BLOBS_AT_ONCE, side="right")))
+            g1 = min(g1, n_groups, g0 + _BLOBS_AT_ONCE)
+            chosen = order[taken : int(ends[g1 - 1])]
+            out += _merge_groups([blobs[i] for i in chosen], group_of[chosen] - g0, g1 - g0)
+            g0 = g1
         return out
+    return _merge_groups(blobs, group_of, n_groups)
+
+
+def _merge_groups(
+    blobs: Sequence[bytes | None], group_of: NDArray[np.int64], n_groups: int
+) -> list[LatencySketch]:
     keep = [i for i, blob in enumerate(blobs) if blob]
     if not keep:
         return [LatencySketch() for _ in range(n_groups)]

@@ -33,7 +33,7 @@ def parts_from_events(conn: Connection, start_ms: int, end_ms: int) -> dict[str,
     and sums in one pass, sketches from the streamed durations."""
     return build_parts(
         snapshot_store.type_groups(conn, start_ms, end_ms),
-        snapshot_store.end_to_end_times(conn, start_ms, end_ms),
+        snapshot_store.end_to_end_samples(conn, start_ms, end_ms),
     )
 
 
