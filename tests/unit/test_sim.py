@@ -23,6 +23,7 @@ import pytest
 from voicemon.sdk import Client
 from voicemon.sim import DerivedStore, RetryOrder, RetryWebhook, SimConfig, Simulator
 from voicemon.sim.model import STAGE_TYPES, STAGES, StageProfile, organizations, pick_org, plan_journey
+from voicemon.sim.pipeline import RetryNotHonoured
 
 SECRET = "webhook-secret"
 COMPLETIONS = {types[1] for types in STAGE_TYPES.values()} | {"entity_needs_disambiguation"}
@@ -172,6 +173,15 @@ def fail_deletes_from(path: str, table: str) -> None:
         conn.close()
 
 
+def drop_trigger(path: str, table: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(f"DROP TRIGGER fail_{table}")
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def test_write_replaces_the_rows_of_one_stage(store: DerivedStore) -> None:
     fill(store, "a1")
     store.write("a1", "claims_extraction", "r-1", ["only claim"])
@@ -293,7 +303,8 @@ def test_a_full_retry_whose_cleanup_fails_does_nothing(
     fill(store, "r3")
     before = store.rows("r3")
     fail_deletes_from(store_path, "drafts")
-    live_sim.handle_retry(order("retry-3", "r3"))
+    with pytest.raises(RetryNotHonoured):
+        live_sim.handle_retry(order("retry-3", "r3"))
     # A retry of another artifact, asked after, plays out in full: the loop had time to play r3 too.
     live_sim.handle_retry(order("retry-4", "r4", "transcription"))
     wait_for(lambda: "artifact_completed" in fake_client.of("r4"), 10, "the other retry to complete")
@@ -301,6 +312,30 @@ def test_a_full_retry_whose_cleanup_fails_does_nothing(
     assert fake_client.of("r3") == []
     assert store.rows("r3") == before
     assert live_sim.retries_handled == 1
+
+    # Once the store works again, the same command delivered again is honoured.
+    drop_trigger(store_path, "drafts")
+    live_sim.handle_retry(order("retry-3", "r3"))
+    wait_for(lambda: "artifact_completed" in fake_client.of("r3"), 10, "the retried run to complete")
+    assert live_sim.retries_handled == 2
+
+
+def test_the_webhook_answers_500_to_a_command_it_could_not_honour(
+    fake_client: RecordingClient, store: DerivedStore, store_path: str
+) -> None:
+    sim = Simulator(cast(Client, fake_client), store, seed=1)
+    hook = RetryWebhook(SECRET, sim.handle_retry)
+    hook.start()
+    try:
+        fill(store, "r7")
+        fail_deletes_from(store_path, "drafts")
+        body = command("r-broken", artifact_id="r7", stage="full", full_cleanup=True)
+        assert post(hook, body, signature(body)) == 500
+        drop_trigger(store_path, "drafts")
+        assert post(hook, body, signature(body)) == 200
+    finally:
+        hook.stop()
+    assert sim.retries_handled == 1
 
 
 def test_a_repeated_retry_id_is_handled_once(

@@ -28,6 +28,10 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class RetryNotHonoured(Exception):
+    """The pipeline could not act on a retry command; nothing of it was done."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetryOrder:
     """The part of a retry command the pipeline acts on."""
@@ -175,7 +179,8 @@ class Simulator:
 
     def handle_retry(self, order: RetryOrder) -> None:
         """Honour a retry command (at least once: a repeat of one retry_id is ignored). A full retry
-        deletes all derived data of the artifact in one transaction first; if that fails, nothing runs."""
+        deletes all derived data of the artifact in one transaction first; if that fails, nothing runs
+        and :class:`RetryNotHonoured` is raised, so the sender delivers the command again later."""
         with self._cv:
             if order.retry_id in self._retries_seen:
                 return
@@ -183,11 +188,14 @@ class Simulator:
         if order.full_cleanup:
             try:
                 self.store.delete_all(order.artifact_id)
-            except Exception:
+            except Exception as exc:
+                # Not honoured: forget the id, so that the next delivery of this command tries again.
+                with self._cv:
+                    self._retries_seen.discard(order.retry_id)
                 logger.exception(
                     "cleanup before full retry failed; not retrying", extra={"action": "sim_cleanup_failed"}
                 )
-                return
+                raise RetryNotHonoured(f"cleanup of {order.artifact_id} before a full retry failed") from exc
         org = self._org_by_id.get(order.organization_id or "") or Org(
             order.organization_id or "unknown", "", 1.0
         )

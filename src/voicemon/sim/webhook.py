@@ -1,4 +1,5 @@
-"""The simulated pipeline's retry webhook: verifies the signature, then hands the command over."""
+"""The simulated pipeline's retry webhook: verifies the signature, then hands the command over; answers
+500 when the command could not be honoured, so that it is delivered again."""
 
 from __future__ import annotations
 
@@ -41,7 +42,14 @@ class RetryWebhook:
                     self.send_response(400)
                     self.end_headers()
                     return
-                on_retry(order)
+                try:
+                    on_retry(order)
+                except Exception:
+                    # Not honoured: a 5xx makes the sender deliver the command again later.
+                    logger.exception("retry command not honoured", extra={"action": "sim_retry_refused"})
+                    self.send_response(500)
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.end_headers()
 
