@@ -62,13 +62,20 @@ def type_groups(conn: Connection, start_ms: int, end_ms: int) -> list[TypeGroup]
             int(cl),
             int(en),
             int(dr),
-            np.array(durations.split(","), dtype=np.int64) if durations else _NO_SAMPLES,
+            _integers(durations),
         )
         for org, t, n, cost, conf, nconf, cl, en, dr, durations in conn.execute(query)
     ]
 
 
 _NO_SAMPLES = np.zeros(0, dtype=np.int64)
+
+
+def _integers(joined: str | None) -> NDArray[np.int64]:
+    """The integers of one :func:`~voicemon.storage.database.concat_integers` string (None: none)."""
+    return np.array(joined.split(","), dtype=np.int64) if joined else _NO_SAMPLES
+
+
 COMPLETION_TYPES = sorted(t.value for t in STAGE_COMPLETION_TYPES)
 
 
@@ -91,10 +98,7 @@ def end_to_end_samples(
         )
         .group_by(e.organization_id)
     )
-    return [
-        (org, np.array(values.split(","), dtype=np.int64) if values else _NO_SAMPLES)
-        for org, values in conn.execute(query)
-    ]
+    return [(org, _integers(values)) for org, values in conn.execute(query)]
 
 
 # --- period versions --------------------------------------------------------------------------------------
