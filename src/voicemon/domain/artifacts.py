@@ -11,6 +11,7 @@ from __future__ import annotations
 from copy import copy
 from dataclasses import dataclass, field, replace
 
+from voicemon.domain.access import Principal, can_see_organization
 from voicemon.domain.events import MAX_DURATION_MS, Event
 from voicemon.domain.model import (
     ACTIVE_STATUSES,
@@ -22,6 +23,7 @@ from voicemon.domain.model import (
     status_set_by,
 )
 from voicemon.domain.retries import RESET_STAGE, RESET_STATUS, RetryStage
+from voicemon.errors import NotFoundError
 
 
 @dataclass(slots=True)
@@ -61,6 +63,14 @@ class ArtifactState:
 
     def is_stuck(self, now_ms: int, stuck_after_ms: int) -> bool:
         return self.status in ACTIVE_STATUSES and self.last_event_at_ms < now_ms - stuck_after_ms
+
+
+def visible_to(principal: Principal, artifact_id: str, state: ArtifactState | None) -> ArtifactState:
+    """The artifact, if it exists and the caller may see it; otherwise 404 ``artifact_not_found`` (an
+    artifact of another organization is not revealed to exist)."""
+    if state is None or not can_see_organization(principal, state.organization_id):
+        raise NotFoundError(f"no artifact {artifact_id!r}", code="artifact_not_found")
+    return state
 
 
 def new_artifact(event: Event) -> ArtifactState:

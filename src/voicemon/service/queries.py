@@ -6,14 +6,13 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from voicemon.clock import Clock
-from voicemon.domain.access import Principal, aggregate_scope, can_see_organization, visible_organization
-from voicemon.domain.artifacts import ArtifactState
+from voicemon.domain.access import Principal, aggregate_scope, visible_organization
+from voicemon.domain.artifacts import ArtifactState, visible_to
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.cursor import decode_cursor, encode_cursor
 from voicemon.domain.rates import failure_rate
 from voicemon.domain.retries import Retry
 from voicemon.domain.timeutil import MINUTE_MS, floor_to
-from voicemon.errors import NotFoundError
 from voicemon.storage import Database
 from voicemon.storage import artifacts as artifact_store
 from voicemon.storage import counters as counter_store
@@ -96,9 +95,7 @@ class Queries:
 
     def artifact(self, principal: Principal, artifact_id: str) -> ArtifactDetail:
         with self._db.read() as conn:
-            state = artifact_store.get_artifact(conn, artifact_id)
-            if state is None or not can_see_organization(principal, state.organization_id):
-                raise NotFoundError(f"no artifact {artifact_id!r}", code="artifact_not_found")
+            state = visible_to(principal, artifact_id, artifact_store.get_artifact(conn, artifact_id))
             timeline = event_store.timeline(conn, artifact_id)
             retries = retry_store.list_for(conn, artifact_id)
         stuck = state.is_stuck(self._clock.now_ms(), self._stuck_after_ms)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import orjson
 
 from voicemon.clock import Clock
-from voicemon.domain.access import Principal, Role, can_see_organization, require_role
+from voicemon.domain.access import Principal, Role, require_role
+from voicemon.domain.artifacts import visible_to
 from voicemon.domain.ids import time_ordered_id
 from voicemon.domain.model import EventType, Status
 from voicemon.domain.retries import (
@@ -26,7 +27,7 @@ from voicemon.domain.retries import (
     RetryStage,
     RetryStatus,
 )
-from voicemon.errors import ConflictError, IntegrityConflict, NotFoundError, RateLimitError, ValidationError
+from voicemon.errors import ConflictError, IntegrityConflict, RateLimitError, ValidationError
 from voicemon.service.ingest import store_events
 from voicemon.storage import Database
 from voicemon.storage import artifacts as artifact_store
@@ -83,9 +84,8 @@ class RetryService:
         now_ms = self._clock.now_ms()
         try:
             with self._db.write() as conn:
-                state = artifact_store.lock_artifacts(conn, [artifact_id], now_ms).get(artifact_id)
-                if state is None or not can_see_organization(principal, state.organization_id):
-                    raise NotFoundError(f"no artifact {artifact_id!r}", code="artifact_not_found")
+                locked = artifact_store.lock_artifacts(conn, [artifact_id], now_ms).get(artifact_id)
+                state = visible_to(principal, artifact_id, locked)
                 stats = retry_store.stats(conn, artifact_id, now_ms - RATE_WINDOW_MS)
                 flying = stats.in_flight
                 if flying is not None:
@@ -140,9 +140,7 @@ class RetryService:
         """Retry history of one artifact, oldest first; 404 for an artifact the caller cannot see."""
         require_role(principal, Role.VIEWER, Role.STAFF)
         with self._db.read() as conn:
-            state = artifact_store.get_artifact(conn, artifact_id)
-            if state is None or not can_see_organization(principal, state.organization_id):
-                raise NotFoundError(f"no artifact {artifact_id!r}", code="artifact_not_found")
+            visible_to(principal, artifact_id, artifact_store.get_artifact(conn, artifact_id))
             return retry_store.list_for(conn, artifact_id)
 
 
