@@ -315,6 +315,10 @@ def _insert_expiring_rows(services: Services, now: int) -> dict[str, int]:
             for t in ages[period]:
                 parts = {"": SnapshotParts(received=1), "org-a": SnapshotParts(received=1)}
                 snapshot_store.replace_period(conn, period, t, parts, now, 0)
+        # Day blocks age by their first day, against the daily cutoff.
+        for t in ages["daily"]:
+            parts = {"": SnapshotParts(received=2), "org-a": SnapshotParts(received=2)}
+            snapshot_store.replace_period(conn, "days4", t, parts, now, 0)
         # A daily row as old as the hourly cutoff is young for a daily row: kept.
         snapshot_store.replace_period(conn, "daily", cutoffs["hourly"] - 1, {"": SnapshotParts()}, now, 0)
     return cutoffs
@@ -341,7 +345,16 @@ def test_retention_cutoffs_are_strict_and_every_expired_row_goes(
     assert len(_all_runs(services)) == len(KEPT) + 1  # this run's own record is young
 
     summary = _summary(runner.run_now("cleanup-snapshots"))
-    assert summary == {"hourly_deleted": 2 * len(EXPIRED), "daily_deleted": 2 * len(EXPIRED)}
+    assert summary == {
+        "hourly_deleted": 2 * len(EXPIRED),
+        "daily_deleted": 2 * len(EXPIRED),
+        "blocks_deleted": 2 * len(EXPIRED),
+    }
+    blocks = _ages(services, snapshots, "period_start_ms", period_type="days4", scope="org-a")
+    assert blocks == kept["daily"]
+    with services.db.read() as conn:
+        versions = snapshot_store.versions(conn, "days4", 0, now)
+    assert sorted(versions) == kept["daily"]
     for period in ("hourly", "daily"):
         starts = _ages(services, snapshots, "period_start_ms", period_type=period, scope="org-a")
         assert starts == kept[period], period

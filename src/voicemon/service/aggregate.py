@@ -4,6 +4,10 @@ An hour is read in one read transaction (its version first, then its events) and
 transaction that replaces every row of that hour. Reading the version before the events makes late data
 safe without locks: an event committed after the read bumps the version past the one recorded, so the
 next run redoes the hour.
+
+The same rule runs up the tree of stored periods. Writing an hour marks its day; writing a day marks the
+ended day blocks that hold it (:mod:`voicemon.domain.periods`). A day or a block is rebuilt from its
+children when marked, and a range query lets it stand in for its children only while it is unmarked.
 """
 
 from __future__ import annotations
@@ -16,14 +20,24 @@ from sqlalchemy import Connection
 from voicemon.clock import Clock
 from voicemon.domain.aggregation import build_parts
 from voicemon.domain.counters import PLATFORM_SCOPE
-from voicemon.domain.periods import Period, complete_periods, is_complete, needs_aggregation, period_start
+from voicemon.domain.periods import (
+    BLOCK_LENGTH_MS,
+    BLOCK_TYPES,
+    Period,
+    complete_blocks,
+    complete_periods,
+    is_complete,
+    needs_aggregation,
+    period_start,
+    plan_cover,
+)
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.timeutil import format_time
 from voicemon.errors import ConflictError
 from voicemon.settings import Settings
 from voicemon.storage import Database
 from voicemon.storage import snapshots as snapshot_store
-from voicemon.storage.snapshots import ALL_SCOPES
+from voicemon.storage.snapshots import ALL_SCOPES, SnapshotRow
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +49,23 @@ def parts_from_events(conn: Connection, start_ms: int, end_ms: int) -> dict[str,
         snapshot_store.type_groups(conn, start_ms, end_ms),
         snapshot_store.end_to_end_samples(conn, start_ms, end_ms),
     )
+
+
+def merge_by_scope(rows: list[SnapshotRow]) -> dict[str, SnapshotParts]:
+    """One merged row per scope of ``rows``; the platform scope always has one."""
+    by_scope: dict[str, list[SnapshotParts]] = {PLATFORM_SCOPE: []}
+    for row in rows:
+        by_scope.setdefault(row.scope, []).append(row.parts)
+    return {scope: merge_parts(group) for scope, group in by_scope.items()}
+
+
+def write_day(
+    conn: Connection, start_ms: int, parts: dict[str, SnapshotParts], now_ms: int, read_version: int
+) -> None:
+    """Replace the daily rows of one day, and mark the ended blocks holding it, in the caller's
+    transaction: a block never looks fresh while it lacks the day's new rows."""
+    snapshot_store.replace_period(conn, Period.DAILY.value, start_ms, parts, now_ms, read_version)
+    snapshot_store.bump_versions(conn, dict.fromkeys(complete_blocks(start_ms, now_ms), 1))
 
 
 class Aggregator:
@@ -61,6 +92,10 @@ class Aggregator:
             read_version = snapshot_store.version_of(conn, Period.HOURLY.value, start_ms)
             parts = parts_from_events(conn, start_ms, end_ms)
         with self._db.write() as conn:
+            # Mark the day first (ingestion takes version rows in this order too): its daily row no longer
+            # equals the merge of its hours until it is rolled up again.
+            day = period_start(Period.DAILY, start_ms)
+            snapshot_store.bump_versions(conn, {(Period.DAILY.value, day): 1})
             snapshot_store.replace_period(conn, Period.HOURLY.value, start_ms, parts, now_ms, read_version)
         logger.info(
             "hour aggregated",
@@ -68,9 +103,10 @@ class Aggregator:
         )
         return len(parts)
 
-    def aggregate_day(self, start_ms: int) -> dict[str, Any]:
+    def aggregate_day(self, start_ms: int, *, blocks: bool = True) -> dict[str, Any]:
         """Roll the day's hourly rows up into its daily rows, first redoing any of its hours that are
-        missing or marked while their raw events are still kept."""
+        missing or marked while their raw events are still kept; then rebuild the day blocks this marked
+        (``blocks=False`` leaves them to the caller, which rolls up several days)."""
         start_ms = period_start(Period.DAILY, start_ms)
         now_ms = self._clock.now_ms()
         self.ensure_complete(Period.DAILY, start_ms, now_ms)
@@ -82,17 +118,44 @@ class Aggregator:
         with self._db.read() as conn, conn.begin():
             read_version = snapshot_store.version_of(conn, Period.DAILY.value, start_ms)
             rows = snapshot_store.load_rows(conn, Period.HOURLY.value, start_ms, end_ms, ALL_SCOPES)
-        by_scope: dict[str, list[SnapshotParts]] = {PLATFORM_SCOPE: []}
-        for row in rows:
-            by_scope.setdefault(row.scope, []).append(row.parts)
-        parts = {scope: merge_parts(group) for scope, group in by_scope.items()}
+        parts = merge_by_scope(rows)
         with self._db.write() as conn:
-            snapshot_store.replace_period(conn, Period.DAILY.value, start_ms, parts, now_ms, read_version)
+            write_day(conn, start_ms, parts, now_ms, read_version)
         logger.info(
             "day rolled up",
             extra={"action": "day_rolled_up", "period_start": format_time(start_ms), "rows": len(parts)},
         )
-        return {"rows": len(parts), "hours_redone": len(hours), "hourly_rows_merged": len(rows)}
+        summary: dict[str, Any] = {
+            "rows": len(parts),
+            "hours_redone": len(hours),
+            "hourly_rows_merged": len(rows),
+        }
+        if blocks:
+            summary["blocks_rebuilt"] = self.rebuild_blocks()
+        return summary
+
+    def rebuild_blocks(self) -> int:
+        """Rebuild every marked or never-built day block inside daily retention, smallest first, so each
+        block merges the fresh blocks just below it (two rows per scope) instead of its days."""
+        now_ms = self._clock.now_ms()
+        with self._db.read() as conn:
+            oldest = now_ms - self._settings.daily_retention_ms
+            stale = snapshot_store.stale_periods(conn, BLOCK_TYPES, oldest)
+        stale.sort(key=lambda b: (BLOCK_LENGTH_MS[b[0]], b[1]))
+        for period_type, start_ms in stale:
+            self._build_block(period_type, start_ms, now_ms)
+        return len(stale)
+
+    def _build_block(self, period_type: str, start_ms: int, now_ms: int) -> None:
+        end_ms = start_ms + BLOCK_LENGTH_MS[period_type]
+        with self._db.read() as conn, conn.begin():
+            read_version = snapshot_store.version_of(conn, period_type, start_ms)
+            fresh = snapshot_store.fresh_periods(conn, BLOCK_TYPES, start_ms, end_ms)
+            cover = plan_cover(Period.DAILY, start_ms, end_ms, fresh)
+            rows = snapshot_store.load_cover(conn, Period.DAILY.value, cover, ALL_SCOPES)
+        parts = merge_by_scope(rows)
+        with self._db.write() as conn:
+            snapshot_store.replace_period(conn, period_type, start_ms, parts, now_ms, read_version)
 
     def _hours_needing_work(self, first_ms: int, end_ms: int, now_ms: int) -> list[int]:
         starts = [
@@ -127,9 +190,10 @@ class Aggregator:
         todo = self._todo(Period.DAILY, starts)
         hours_redone = 0
         for day in todo:
-            hours_redone += self.aggregate_day(day)["hours_redone"]
+            hours_redone += self.aggregate_day(day, blocks=False)["hours_redone"]
         return {
             "aggregated": [format_time(d) for d in todo],
             "checked": len(starts),
             "hours_redone": hours_redone,
+            "blocks_rebuilt": self.rebuild_blocks(),
         }

@@ -1,17 +1,21 @@
 """Snapshot queries (SPEC 7): history, and the range roll-ups (summary, stages, per organization).
 
 Every roll-up is :func:`~voicemon.domain.snapshot.merge_parts` over stored rows: counts and sums add,
-sketches merge, and percentiles and rates are computed once, from the merged parts.
+sketches merge, and percentiles and rates are computed once, from the merged parts. A range reads the
+fewest rows that give its exact answer: fresh day blocks for runs of days, fresh daily rows for whole days
+of hours (:func:`~voicemon.domain.periods.plan_cover`), and the rows themselves for the rest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
 from voicemon.clock import Clock
 from voicemon.domain.access import Principal, Role, aggregate_scope, require_role
 from voicemon.domain.counters import PLATFORM_SCOPE
-from voicemon.domain.periods import Period, period_start
+from voicemon.domain.periods import Cover, Period, period_start, plan_cover, units_above
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.timeutil import DAY_MS
 from voicemon.errors import ValidationError
@@ -49,10 +53,11 @@ class OrgItem:
 
 
 class MetricsQueries:
-    def __init__(self, db: Database, clock: Clock, orgs: OrgService) -> None:
+    def __init__(self, db: Database, clock: Clock, orgs: OrgService, hourly_retention_ms: int) -> None:
         self._db = db
         self._clock = clock
         self._orgs = orgs
+        self._hourly_retention_ms = hourly_retention_ms
 
     def resolve_range(self, period: Period, start_ms: int | None, end_ms: int | None) -> Range:
         """Fill in a missing end (now) and start (a day of hours, or 30 days); refuse an empty range."""
@@ -68,8 +73,22 @@ class MetricsQueries:
         with self._db.read() as conn:
             return snapshot_store.load_rows(conn, r.period.value, r.start_ms, r.end_ms, scope)
 
+    def _cover(self, conn: Connection, r: Range) -> Cover:
+        """How to read a range in the fewest rows. A daily row stands in for its hours only while they
+        are all kept: a day older than hourly retention may have lost some of them."""
+        oldest = r.start_ms
+        if r.period is Period.HOURLY:
+            oldest = max(oldest, self._clock.now_ms() - self._hourly_retention_ms)
+        types = [u.period_type for u in units_above(r.period)]
+        fresh = snapshot_store.fresh_periods(conn, types, oldest, r.end_ms)
+        return plan_cover(r.period, r.start_ms, r.end_ms, fresh)
+
     def summary(self, principal: Principal, r: Range, organization_id: str | None) -> Merged:
-        rows = self.history(principal, r, organization_id)
+        """The range merged into one row: equal to merging every row ``history`` gives. ``computed_ms``
+        is the newest of the rows read (a block or a day is computed after the rows it merges)."""
+        scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
+        with self._db.read() as conn:
+            rows = snapshot_store.load_cover(conn, r.period.value, self._cover(conn, r), scope)
         computed = max((row.computed_ms for row in rows), default=None)
         return Merged(r, organization_id, merge_parts(row.parts for row in rows), computed)
 
@@ -88,7 +107,7 @@ class MetricsQueries:
         summed in SQL; only the end-to-end sketches are merged here (the breakdown shows no stages)."""
         require_role(principal, Role.STAFF)
         with self._db.read() as conn:
-            totals = snapshot_store.org_totals(conn, r.period.value, r.start_ms, r.end_ms)
+            totals = snapshot_store.org_totals(conn, r.period.value, self._cover(conn, r))
         names = self._orgs.names(t.scope for t in totals)
         items = [OrgItem(t.scope, names[t.scope], t.parts) for t in totals]
         items.sort(key=lambda i: (-i.parts.received, i.organization_id))

@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, and_, case, delete, func, select
+from sqlalchemy import Connection, and_, case, delete, false, func, or_, select
 
 from voicemon.domain.aggregation import TypeGroup
 from voicemon.domain.model import STAGE_COMPLETION_TYPES, EventType, Stage
+from voicemon.domain.periods import Cover
 from voicemon.domain.sketch import merge_encoded_groups
 from voicemon.domain.snapshot import Latency, SnapshotParts
 from voicemon.storage.database import concat_integers, upsert_add, upsert_replace
@@ -132,6 +133,33 @@ def version_of(conn: Connection, period_type: str, start_ms: int) -> int:
     return int(found or 0)
 
 
+def fresh_periods(
+    conn: Connection, period_types: Sequence[str], start_ms: int, end_ms: int
+) -> set[tuple[str, int]]:
+    """The (type, start) of the periods starting in ``[start_ms, end_ms)`` whose rows were computed from
+    their current version: nothing they merge has changed since."""
+    v = period_versions.c
+    query = select(v.period_type, v.period_start_ms).where(
+        v.period_type.in_(period_types),
+        v.period_start_ms >= start_ms,
+        v.period_start_ms < end_ms,
+        v.aggregated_version == v.version,
+    )
+    return {(t, int(start)) for t, start in conn.execute(query)}
+
+
+def stale_periods(conn: Connection, period_types: Sequence[str], oldest_ms: int) -> list[tuple[str, int]]:
+    """The (type, start) of the periods starting at or after ``oldest_ms`` never computed, or marked
+    since they were."""
+    v = period_versions.c
+    query = select(v.period_type, v.period_start_ms).where(
+        v.period_type.in_(period_types),
+        v.period_start_ms >= oldest_ms,
+        or_(v.aggregated_version.is_(None), v.version > v.aggregated_version),
+    )
+    return [(t, int(start)) for t, start in conn.execute(query)]
+
+
 # --- snapshot rows ----------------------------------------------------------------------------------------
 
 
@@ -190,6 +218,29 @@ def load_rows(
     return [_from_row(dict(r._mapping)) for r in conn.execute(query)]
 
 
+def _covered(base_type: str, cover: Cover) -> Any:
+    """The rows a cover reads: its pieces whole, and the base rows of its gaps."""
+    s = snapshots.c
+    conds: list[Any] = [
+        and_(s.period_type == base_type, s.period_start_ms >= a, s.period_start_ms < b) for a, b in cover.gaps
+    ]
+    starts: dict[str, list[int]] = {}
+    for period_type, start in cover.pieces:
+        starts.setdefault(period_type, []).append(start)
+    conds += [and_(s.period_type == t, s.period_start_ms.in_(v)) for t, v in sorted(starts.items())]
+    return or_(*conds) if conds else false()
+
+
+def load_cover(conn: Connection, base_type: str, cover: Cover, scope: str | None) -> list[SnapshotRow]:
+    """The rows of a cover for one scope ("" = platform), or every scope (:data:`ALL_SCOPES`)."""
+    s = snapshots.c
+    where = _covered(base_type, cover)
+    if scope is not ALL_SCOPES:
+        where = and_(where, s.scope == scope)
+    query = select(snapshots).where(where).order_by(s.period_start_ms, s.scope)
+    return [_from_row(dict(r._mapping)) for r in conn.execute(query)]
+
+
 @dataclass(frozen=True, slots=True)
 class ScopeTotals:
     """What the organization breakdown needs of one scope over a range: summed in SQL, plus the
@@ -199,12 +250,11 @@ class ScopeTotals:
     parts: SnapshotParts
 
 
-def org_totals(conn: Connection, period_type: str, start_ms: int, end_ms: int) -> list[ScopeTotals]:
-    """Per organization: counts and sums in one GROUP BY, and the end-to-end sketches in one read."""
+def org_totals(conn: Connection, base_type: str, cover: Cover) -> list[ScopeTotals]:
+    """Per organization over a cover: counts and sums in one GROUP BY, and the end-to-end sketches in one
+    read."""
     s = snapshots.c
-    where = and_(
-        s.period_type == period_type, s.period_start_ms >= start_ms, s.period_start_ms < end_ms, s.scope != ""
-    )
+    where = and_(_covered(base_type, cover), s.scope != "")
     sums = conn.execute(
         select(
             s.scope,
