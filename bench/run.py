@@ -44,7 +44,7 @@ from voicemon.domain.snapshot import SnapshotParts, render_parts
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, floor_to
 from voicemon.sdk import Client
 from voicemon.service import Services
-from voicemon.service.aggregate import Aggregator, parts_from_events, write_day
+from voicemon.service.aggregate import Aggregator, parts_from_events, write_period
 from voicemon.service.ingest import validate_items
 from voicemon.service.metrics import Range
 from voicemon.settings import Settings
@@ -434,7 +434,7 @@ def bench_ranges(backend: str, sizes: Sizes) -> list[Row]:
             parts = {f"org-{k:04d}": _synthetic_parts(rng, rng.randint(1, 40)) for k in orgs}
             parts[""] = _synthetic_parts(rng, 20_000)
             with svc.db.write() as conn:
-                write_day(conn, first_day + d * DAY_MS, parts, now, 0)
+                write_period(conn, Period.DAILY, first_day + d * DAY_MS, parts, now, 0)
         Aggregator(svc.db, clock, svc.settings).rebuild_blocks()
         r90 = Range(Period.DAILY, first_day, floor_to(now, DAY_MS))
         worst = 0.0

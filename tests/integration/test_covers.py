@@ -15,7 +15,7 @@ from voicemon.domain.periods import BLOCK_TYPES, Period
 from voicemon.domain.snapshot import SnapshotParts, merge_parts, render_parts
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, format_time
 from voicemon.service import Services
-from voicemon.service.aggregate import Aggregator, write_day
+from voicemon.service.aggregate import Aggregator, write_period
 from voicemon.service.metrics import Range
 from voicemon.storage import snapshots as snapshot_store
 from voicemon.storage.snapshots import ALL_SCOPES
@@ -92,11 +92,52 @@ def test_daily_ranges_equal_the_merge_of_their_days_whatever_the_blocks_hold(
         agg = Aggregator(svc.db, svc.clock, svc.settings)
         for seed, (day, orgs, rebuild) in enumerate(writes):
             with svc.db.write() as conn:
-                write_day(conn, day, day_parts(seed, orgs), NOW_MS, 0)
+                write_period(conn, Period.DAILY, day, day_parts(seed, orgs), NOW_MS, 0)
             if rebuild:  # otherwise the blocks holding the day stay marked, and must not be read
                 agg.rebuild_blocks()
+        assert_range_answers(svc, Range(Period.DAILY, FIRST, TODAY))
         for start, length in ranges:
             assert_range_answers(svc, Range(Period.DAILY, start, min(start + length * DAY_MS, TODAY)))
+
+
+# Hours of three days outside raw retention (48 h) but inside hourly retention (7 d): the daily roll-up
+# merges what is stored and redoes no hour from events.
+HOURS_FROM = TODAY - 5 * DAY_MS
+hours = st.integers(0, 3 * 24 - 1).map(lambda n: HOURS_FROM + n * HOUR_MS)
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("hour"), hours, st.lists(st.sampled_from(ORGS), unique=True)),
+        st.tuples(st.just("day"), st.integers(0, 2).map(lambda n: HOURS_FROM + n * DAY_MS), st.booleans()),
+        st.tuples(st.just("rebuild")),
+    ),
+    min_size=1,
+    max_size=50,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(steps=steps, ranges=st.lists(st.tuples(hours, st.integers(1, 80)), min_size=1, max_size=4))
+def test_hourly_ranges_equal_the_merge_of_their_hours_whatever_days_and_blocks_hold(
+    fresh_services: FreshServices, steps: list[tuple[Any, ...]], ranges: list[tuple[int, int]]
+) -> None:
+    with fresh_services() as svc:
+        agg = Aggregator(svc.db, svc.clock, svc.settings)
+        for seed, step in enumerate(steps):
+            if step[0] == "hour":
+                with svc.db.write() as conn:
+                    write_period(conn, Period.HOURLY, step[1], day_parts(seed, step[2]), NOW_MS, 0)
+            elif step[0] == "day":
+                agg.aggregate_day(step[1], blocks=step[2])
+            else:
+                agg.rebuild_blocks()
+        # The three whole days (each read as its daily row while fresh), then ranges at random.
+        assert_range_answers(svc, Range(Period.HOURLY, HOURS_FROM - HOUR_MS, HOURS_FROM + 3 * DAY_MS + 1))
+        for start, length in ranges:
+            assert_range_answers(svc, Range(Period.HOURLY, start, start + length * HOUR_MS))
 
 
 def block_rows(svc: Services) -> dict[tuple[str, int], int]:
@@ -115,7 +156,9 @@ def test_blocks_are_built_once_ended_and_rebuilt_when_a_day_changes(fresh_servic
         start = floor_to(TODAY - 40 * DAY_MS, 16 * DAY_MS)  # 16 whole days, all ended
         with svc.db.write() as conn:
             for d in range(16):
-                write_day(conn, start + d * DAY_MS, {"": SnapshotParts(received=d + 1)}, NOW_MS, 0)
+                write_period(
+                    conn, Period.DAILY, start + d * DAY_MS, {"": SnapshotParts(received=d + 1)}, NOW_MS, 0
+                )
         # The 32- and 64-day blocks around these days are built too if they have ended.
         larger = [n for n in (32, 64) if floor_to(start, n * DAY_MS) + n * DAY_MS <= NOW_MS]
         assert agg.rebuild_blocks() == 8 + 4 + 2 + 1 + len(larger)
@@ -127,7 +170,7 @@ def test_blocks_are_built_once_ended_and_rebuilt_when_a_day_changes(fresh_servic
 
         # Day 5 changes: exactly its four blocks are marked and rebuilt.
         with svc.db.write() as conn:
-            write_day(conn, start + 5 * DAY_MS, {"": SnapshotParts(received=100)}, NOW_MS, 0)
+            write_period(conn, Period.DAILY, start + 5 * DAY_MS, {"": SnapshotParts(received=100)}, NOW_MS, 0)
         assert agg.rebuild_blocks() == 4 + len(larger)
         after = block_rows(svc)
         changed = {k for k in blocks if blocks[k] != after[k]}
@@ -206,3 +249,30 @@ def test_an_hour_redone_after_its_day_was_rolled_up_marks_the_day(
         assert _received(svc, whole)[0] == 2  # the marked day no longer stands in for its hours
         assert agg.daily_catch_up()["aggregated"] == [format_time(yesterday)]
         assert merged_rows(svc, "daily", yesterday, TODAY)[""].received == 2
+
+
+def test_hour_blocks_are_built_once_ended_and_rebuilt_when_an_hour_changes(
+    fresh_services: FreshServices,
+) -> None:
+    day = TODAY - 3 * DAY_MS
+    with fresh_services() as svc:
+        agg = Aggregator(svc.db, svc.clock, svc.settings)
+        with svc.db.write() as conn:
+            for h in range(8, 16):
+                parts = {"": SnapshotParts(received=h)}
+                write_period(conn, Period.HOURLY, day + h * HOUR_MS, parts, NOW_MS, 0)
+        assert agg.rebuild_blocks() == 4 + 2 + 1
+        blocks = block_rows(svc)
+        assert blocks == {
+            **{("hours2", day + h * HOUR_MS): h + h + 1 for h in (8, 10, 12, 14)},
+            ("hours4", day + 8 * HOUR_MS): 8 + 9 + 10 + 11,
+            ("hours4", day + 12 * HOUR_MS): 12 + 13 + 14 + 15,
+            ("hours8", day + 8 * HOUR_MS): sum(range(8, 16)),
+        }
+        with svc.db.write() as conn:
+            write_period(conn, Period.HOURLY, day + 13 * HOUR_MS, {"": SnapshotParts(received=50)}, NOW_MS, 0)
+        assert agg.rebuild_blocks() == 3
+        assert block_rows(svc)[("hours8", day + 8 * HOUR_MS)] == sum(range(8, 16)) - 13 + 50
+        # The hours read as one block: 8 hourly rows in, one row out.
+        merged = svc.metrics.summary(STAFF, Range(Period.HOURLY, day + 8 * HOUR_MS, day + 16 * HOUR_MS), None)
+        assert merged.parts.received == sum(range(8, 16)) - 13 + 50

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voicemon.domain.periods import (
-    BLOCK_LENGTH_MS,
+    BLOCK,
     BLOCKS,
     Cover,
     Period,
@@ -16,7 +16,7 @@ from voicemon.domain.periods import (
 )
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS
 
-LENGTH = {**BLOCK_LENGTH_MS, "daily": DAY_MS}
+LENGTH = {**{t: b.length_ms for t, b in BLOCK.items()}, "daily": DAY_MS}
 ORIGIN = 20_032 * DAY_MS  # a day number divisible by 64: every block kind starts here
 
 
@@ -95,23 +95,39 @@ def test_ninety_days_read_as_a_dozen_blocks_at_most() -> None:
     assert cover.gaps == ((start, start + DAY_MS), (start + 89 * DAY_MS, start + 90 * DAY_MS))
 
 
-def test_hourly_ranges_read_whole_days_as_daily_rows_and_the_edges_as_hours() -> None:
+def test_hourly_ranges_read_whole_days_as_daily_rows_and_the_edges_as_hour_blocks() -> None:
     start = ORIGIN + 21 * HOUR_MS
-    end = ORIGIN + 3 * DAY_MS + 2 * HOUR_MS + 1
+    end = ORIGIN + 3 * DAY_MS + 3 * HOUR_MS
     usable = {
-        ("daily", ORIGIN),
         ("daily", ORIGIN + DAY_MS),
         ("daily", ORIGIN + 2 * DAY_MS),
-        ("days2", ORIGIN),
+        ("days2", ORIGIN),  # merges daily rows: never part of an hourly cover
+        ("hours2", ORIGIN + 20 * HOUR_MS),  # starts before the range
+        ("hours2", ORIGIN + 22 * HOUR_MS),
+        ("hours8", ORIGIN + 2 * DAY_MS),  # inside a usable day: the day is taken whole
+        ("hours2", ORIGIN + 3 * DAY_MS),
+        ("hours4", ORIGIN + 3 * DAY_MS),  # holds an hour past the range
     }
     cover = plan_cover(Period.HOURLY, start, end, usable)
-    assert cover.pieces == (("daily", ORIGIN + DAY_MS), ("daily", ORIGIN + 2 * DAY_MS))
-    assert cover.gaps == ((start, ORIGIN + DAY_MS), (ORIGIN + 3 * DAY_MS, end))
+    assert cover.pieces == (
+        ("hours2", ORIGIN + 22 * HOUR_MS),
+        ("daily", ORIGIN + DAY_MS),
+        ("daily", ORIGIN + 2 * DAY_MS),
+        ("hours2", ORIGIN + 3 * DAY_MS),
+    )
+    assert cover.gaps == ((start, ORIGIN + 22 * HOUR_MS), (ORIGIN + 3 * DAY_MS + 2 * HOUR_MS, end))
 
 
-def test_only_ended_blocks_are_marked_by_a_day() -> None:
+def test_only_ended_blocks_are_marked() -> None:
     day = ORIGIN + 7 * DAY_MS  # the last day of the 2-, 4- and 8-day blocks that hold it
-    marked = complete_blocks(day, day + DAY_MS)
+    marked = complete_blocks(Period.DAILY, day, day + DAY_MS)
     assert marked == [("days2", ORIGIN + 6 * DAY_MS), ("days4", ORIGIN + 4 * DAY_MS), ("days8", ORIGIN)]
-    assert complete_blocks(ORIGIN + 6 * DAY_MS, day) == []  # its 2-day block still runs
-    assert ("days16", ORIGIN) in complete_blocks(day, ORIGIN + 16 * DAY_MS)
+    assert complete_blocks(Period.DAILY, ORIGIN + 6 * DAY_MS, day) == []  # its 2-day block still runs
+    assert ("days16", ORIGIN) in complete_blocks(Period.DAILY, day, ORIGIN + 16 * DAY_MS)
+    hour = ORIGIN + 13 * HOUR_MS
+    assert complete_blocks(Period.HOURLY, hour, hour + HOUR_MS) == [("hours2", ORIGIN + 12 * HOUR_MS)]
+    assert complete_blocks(Period.HOURLY, hour, ORIGIN + DAY_MS) == [
+        ("hours2", ORIGIN + 12 * HOUR_MS),
+        ("hours4", ORIGIN + 12 * HOUR_MS),
+        ("hours8", ORIGIN + 8 * HOUR_MS),
+    ]

@@ -63,47 +63,63 @@ def touched_periods(events: Iterable[Event]) -> dict[tuple[str, int], int]:
     return dict(counts)
 
 
-# --- day blocks and covers ---------------------------------------------------------------------------------
+# --- blocks and covers -------------------------------------------------------------------------------------
 #
-# A day block holds the merge of the daily rows of 2, 4, ... 64 days, aligned on multiples of its length
-# since the epoch. A range of daily rows is read as the largest blocks that fit in it plus the daily rows
-# left over: at most about a dozen rows per scope for 90 days instead of 90, and the same answer, because
-# counts add and sketches merge exactly. In the same way, a range of hourly rows reads a whole day as its
-# daily row. A stored period stands in for its children only while it is fresh: its version (bumped by
-# every change to its children) equals the version it was computed from.
+# A block holds the merge of a run of hourly rows (2, 4 or 8 hours) or of daily rows (2, 4, ... 64 days),
+# aligned on multiples of its length since the epoch. A range is read as the largest stored periods that
+# fit in it plus the rows left over: for 90 days, about a dozen rows per scope instead of 90; for 7 days
+# of hours, about a dozen instead of 168 (whole days are read as their daily rows). The answer is the
+# same, because counts add and sketches merge exactly. A stored period stands in for its rows only while
+# it is fresh: its version (bumped by every change to those rows) equals the version it was computed from.
 
-BLOCK_DAYS = (2, 4, 8, 16, 32, 64)
+HOUR_BLOCKS = (2, 4, 8)  # all divide a day, so no hour block straddles two days
+DAY_BLOCKS = (2, 4, 8, 16, 32, 64)
 
 
 @dataclass(frozen=True, slots=True)
 class Unit:
-    """A kind of stored period that can stand in for a run of base rows."""
+    """A kind of stored period that can stand in for a run of ``base`` rows."""
 
     period_type: str
     length_ms: int
+    base: Period
 
 
-BLOCKS = tuple(Unit(f"days{n}", n * DAY_MS) for n in BLOCK_DAYS)
-BLOCK_TYPES = tuple(b.period_type for b in BLOCKS)
-BLOCK_LENGTH_MS = {b.period_type: b.length_ms for b in BLOCKS}
+BLOCKS = (
+    *(Unit(f"hours{n}", n * HOUR_MS, Period.HOURLY) for n in HOUR_BLOCKS),
+    *(Unit(f"days{n}", n * DAY_MS, Period.DAILY) for n in DAY_BLOCKS),
+)
+BLOCK = {b.period_type: b for b in BLOCKS}
+BLOCK_TYPES = tuple(BLOCK)
+_DAY = Unit(Period.DAILY.value, DAY_MS, Period.HOURLY)
+
+
+def blocks_of(base: Period) -> tuple[str, ...]:
+    """The block types that merge rows of ``base``."""
+    return tuple(b.period_type for b in BLOCKS if b.base is base)
 
 
 def units_above(base: Period) -> tuple[Unit, ...]:
-    """What may stand in for rows of ``base``, largest first: day blocks for daily rows, the daily row for
-    hourly rows (whole days)."""
-    if base is Period.HOURLY:
-        return (Unit(Period.DAILY.value, DAY_MS),)
-    return tuple(reversed(BLOCKS))
+    """What may stand in for rows of ``base``, largest first: for daily rows, day blocks; for hourly rows,
+    the daily row (a whole day) and hour blocks."""
+    units = [b for b in BLOCKS if b.base is base] + ([_DAY] if base is Period.HOURLY else [])
+    return tuple(sorted(units, key=lambda u: -u.length_ms))
 
 
-def complete_blocks(day_start_ms: int, now_ms: int) -> list[tuple[str, int]]:
-    """The blocks holding a day that have ended by ``now_ms``: a change to the day's rows marks them. A block
-    still running gets its first mark when its last day is rolled up."""
+def complete_blocks(base: Period, start_ms: int, now_ms: int) -> list[tuple[str, int]]:
+    """The blocks holding the ``base`` period at ``start_ms`` that have ended by ``now_ms``: a change to
+    that period's rows marks them. A block still running gets its first mark when its last period is
+    written.
+
+    >>> complete_blocks(Period.HOURLY, 7 * HOUR_MS, 8 * HOUR_MS)
+    [('hours2', 21600000), ('hours4', 14400000), ('hours8', 0)]
+    """
     out = []
     for b in BLOCKS:
-        start = floor_to(day_start_ms, b.length_ms)
-        if start + b.length_ms <= now_ms:
-            out.append((b.period_type, start))
+        if b.base is base:
+            first = floor_to(start_ms, b.length_ms)
+            if first + b.length_ms <= now_ms:
+                out.append((b.period_type, first))
     return out
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import math
 import struct
-from array import array
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from ddsketch import DDSketch
@@ -44,8 +43,30 @@ _LN2 = math.log(2)
 _VECTOR_MIN = 32
 
 
+class _Dense(NamedTuple):
+    """A sketch as arrays, read-only: what decoding and merging produce. ``bins[i]`` counts key
+    ``first + i``; the first and last bins are not empty (or there are none)."""
+
+    zero: float
+    total: float
+    low: float
+    high: float
+    first: int
+    bins: NDArray[np.float64]
+
+    @property
+    def samples(self) -> int:
+        return int(self.zero + self.bins.sum())
+
+
+_MAPPING = DDSketch(RELATIVE_ACCURACY)._mapping
+
+
 class LatencySketch:
     """A mergeable distribution of non-negative values (milliseconds).
+
+    A sketch that was decoded or merged stays in a dense array form, which answers quantiles and encodes
+    without building DDSketch's store; the first value added to it turns it into a DDSketch.
 
     >>> s = LatencySketch(); s.add_many([100, 200, 300]); s.count, abs((s.quantile(0.5) or 0) - 200) <= 2
     (3, True)
@@ -53,14 +74,47 @@ class LatencySketch:
     3
     """
 
-    __slots__ = ("_sketch",)
+    __slots__ = ("_dd", "_dense")
 
     def __init__(self) -> None:
-        self._sketch = DDSketch(RELATIVE_ACCURACY)
+        self._dd: DDSketch | None = None
+        self._dense: _Dense | None = None
+
+    @property
+    def _sketch(self) -> DDSketch:
+        """The DDSketch to add to (built from the dense form on first use)."""
+        if self._dd is None:
+            sk = DDSketch(RELATIVE_ACCURACY)
+            d = self._dense
+            if d is not None:
+                if len(d.bins):
+                    _set_bins(sk._store, d.first, d.bins)
+                sk._zero_count = d.zero
+                sk._count = sk._store.count + d.zero
+                sk._sum, sk._min, sk._max = d.total, d.low, d.high
+            self._dd, self._dense = sk, None
+        return self._dd
+
+    def _view(self) -> _Dense | None:
+        """The content as arrays (None when empty), from whichever form the sketch is in."""
+        if self._dense is not None:
+            return self._dense
+        sk = self._dd
+        if sk is None or sk.count == 0:
+            return None
+        store = sk._store
+        if store.count > 0:
+            first = store.min_key
+            bins = np.asarray(store.bins[first - store.offset : store.max_key - store.offset + 1])
+        else:
+            first, bins = 0, _NO_BINS
+        return _Dense(sk._zero_count, sk._sum, sk._min, sk._max, first, bins)
 
     @property
     def count(self) -> int:
-        return int(self._sketch.count)
+        if self._dd is not None:
+            return int(self._dd.count)
+        return self._dense.samples if self._dense is not None else 0
 
     def add(self, value_ms: float) -> None:
         self._sketch.add(max(0.0, value_ms))
@@ -99,7 +153,8 @@ class LatencySketch:
         sk._max = max(sk._max, float(arr.max()))
 
     def merge(self, other: LatencySketch) -> None:
-        self._sketch.merge(other._sketch)
+        if other.count:
+            self._sketch.merge(other._sketch)
 
     def quantile(self, q: float) -> float | None:
         """The nearest-rank quantile (the smallest sample with at least ``q`` of all samples at or below
@@ -113,43 +168,34 @@ class LatencySketch:
 
     def quantiles(self, qs: Sequence[float]) -> list[float | None]:
         """:meth:`quantile` of each of ``qs``, reading the bins once."""
-        sk = self._sketch
-        n = int(sk.count)
-        if n == 0:
+        d = self._view()
+        n = self.count
+        if d is None or n == 0:
             return [None for _ in qs]
-        store = sk._store
         running: NDArray[np.float64] | None = None
         out: list[float | None] = []
         for q in qs:
-            rank = min(n - 1, max(0, math.ceil(q * n) - 1)) - sk._zero_count
+            rank = min(n - 1, max(0, math.ceil(q * n) - 1)) - d.zero
             if rank < 0:
                 out.append(0.0)
                 continue
             if running is None:
-                running = np.cumsum(store.bins)
+                running = np.cumsum(d.bins)
             # The first bin whose running count passes the rank (DenseStore.key_at_rank, in one step).
             index = int(np.searchsorted(running, rank, side="right"))
-            key = store.offset + index if index < len(running) else store.max_key
-            out.append(float(sk._mapping.value(key)))
+            key = d.first + min(index, len(running) - 1)
+            out.append(float(_MAPPING.value(key)))
         return out
 
     def to_bytes(self) -> bytes:
-        sk = self._sketch
-        store = sk._store
-        if sk.count == 0:
+        d = self._view()
+        if d is None:
             return b""
-        if store.count > 0:
-            first = store.min_key
-            bins = store.bins[first - store.offset : store.max_key - store.offset + 1]
-        else:
-            first, bins = 0, []
-        counts = [round(b) for b in bins]
-        width = 4 if (not counts or max(counts) <= _U32_MAX) else 8
-        body = array("I" if width == 4 else "Q", counts)
-        if body.itemsize != width:  # pragma: no cover - platforms with other int sizes
-            body = array("L" if width == 4 else "Q", counts)
-        header = _HEADER.pack(_VERSION, width, sk._zero_count, sk._sum, sk._min, sk._max, first, len(counts))
-        return header + body.tobytes()
+        counts = np.rint(d.bins).astype(np.uint64)
+        width = 4 if (not len(counts) or int(counts.max()) <= _U32_MAX) else 8
+        body = counts.astype("<u4" if width == 4 else "<u8").tobytes()
+        header = _HEADER.pack(_VERSION, width, d.zero, d.total, d.low, d.high, d.first, len(counts))
+        return header + body
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> LatencySketch:
@@ -160,16 +206,14 @@ class LatencySketch:
         cls, zero_count: float, total: float, low: float, high: float, first: int, bins: Any
     ) -> LatencySketch:
         out = cls()
-        sk = out._sketch
-        store = sk._store
-        if len(bins):
-            _set_bins(store, first, bins)
-        sk._zero_count = float(zero_count)
-        sk._count = store.count + float(zero_count)
-        sk._sum = float(total)
-        sk._min = float(low)
-        sk._max = float(high)
+        bins = np.asarray(bins, dtype=np.float64)
+        out._dense = _Dense(float(zero_count), float(total), float(low), float(high), int(first), bins)
+        if out._dense.samples == 0:
+            out._dense = None
         return out
+
+
+_NO_BINS = np.zeros(0, dtype=np.float64)
 
 
 def _set_bins(store: Any, first: int, bins: Any) -> None:

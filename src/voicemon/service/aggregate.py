@@ -21,9 +21,10 @@ from voicemon.clock import Clock
 from voicemon.domain.aggregation import build_parts
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.periods import (
-    BLOCK_LENGTH_MS,
+    BLOCK,
     BLOCK_TYPES,
     Period,
+    blocks_of,
     complete_blocks,
     complete_periods,
     is_complete,
@@ -59,13 +60,23 @@ def merge_by_scope(rows: list[SnapshotRow]) -> dict[str, SnapshotParts]:
     return {scope: merge_parts(group) for scope, group in by_scope.items()}
 
 
-def write_day(
-    conn: Connection, start_ms: int, parts: dict[str, SnapshotParts], now_ms: int, read_version: int
+def write_period(
+    conn: Connection,
+    period: Period,
+    start_ms: int,
+    parts: dict[str, SnapshotParts],
+    now_ms: int,
+    read_version: int,
 ) -> None:
-    """Replace the daily rows of one day, and mark the ended blocks holding it, in the caller's
-    transaction: a block never looks fresh while it lacks the day's new rows."""
-    snapshot_store.replace_period(conn, Period.DAILY.value, start_ms, parts, now_ms, read_version)
-    snapshot_store.bump_versions(conn, dict.fromkeys(complete_blocks(start_ms, now_ms), 1))
+    """Replace the rows of one hour or day, and mark what merges them, in the caller's transaction: for an
+    hour, its day and the ended hour blocks holding it; for a day, the ended day blocks holding it. So no
+    day or block ever looks fresh while it lacks the new rows. Version rows are taken in one sorted order
+    (the day's first, as ingestion takes it)."""
+    marks = dict.fromkeys(complete_blocks(period, start_ms, now_ms), 1)
+    if period is Period.HOURLY:
+        marks[(Period.DAILY.value, period_start(Period.DAILY, start_ms))] = 1
+    snapshot_store.bump_versions(conn, marks)
+    snapshot_store.replace_period(conn, period.value, start_ms, parts, now_ms, read_version)
 
 
 class Aggregator:
@@ -92,11 +103,7 @@ class Aggregator:
             read_version = snapshot_store.version_of(conn, Period.HOURLY.value, start_ms)
             parts = parts_from_events(conn, start_ms, end_ms)
         with self._db.write() as conn:
-            # Mark the day first (ingestion takes version rows in this order too): its daily row no longer
-            # equals the merge of its hours until it is rolled up again.
-            day = period_start(Period.DAILY, start_ms)
-            snapshot_store.bump_versions(conn, {(Period.DAILY.value, day): 1})
-            snapshot_store.replace_period(conn, Period.HOURLY.value, start_ms, parts, now_ms, read_version)
+            write_period(conn, Period.HOURLY, start_ms, parts, now_ms, read_version)
         logger.info(
             "hour aggregated",
             extra={"action": "hour_aggregated", "period_start": format_time(start_ms), "rows": len(parts)},
@@ -120,7 +127,7 @@ class Aggregator:
             rows = snapshot_store.load_rows(conn, Period.HOURLY.value, start_ms, end_ms, ALL_SCOPES)
         parts = merge_by_scope(rows)
         with self._db.write() as conn:
-            write_day(conn, start_ms, parts, now_ms, read_version)
+            write_period(conn, Period.DAILY, start_ms, parts, now_ms, read_version)
         logger.info(
             "day rolled up",
             extra={"action": "day_rolled_up", "period_start": format_time(start_ms), "rows": len(parts)},
@@ -135,24 +142,30 @@ class Aggregator:
         return summary
 
     def rebuild_blocks(self) -> int:
-        """Rebuild every marked or never-built day block inside daily retention, smallest first, so each
-        block merges the fresh blocks just below it (two rows per scope) instead of its days."""
+        """Rebuild every marked or never-built block inside the retention of its rows, smallest first, so
+        each block merges the fresh blocks just below it (two rows per scope) instead of its rows."""
         now_ms = self._clock.now_ms()
+        oldest = {
+            Period.HOURLY: now_ms - self._settings.hourly_retention_ms,
+            Period.DAILY: now_ms - self._settings.daily_retention_ms,
+        }
         with self._db.read() as conn:
-            oldest = now_ms - self._settings.daily_retention_ms
-            stale = snapshot_store.stale_periods(conn, BLOCK_TYPES, oldest)
-        stale.sort(key=lambda b: (BLOCK_LENGTH_MS[b[0]], b[1]))
-        for period_type, start_ms in stale:
+            stale = snapshot_store.stale_periods(conn, BLOCK_TYPES, min(oldest.values()))
+        todo = sorted(
+            ((BLOCK[t].length_ms, start, t) for t, start in stale if start >= oldest[BLOCK[t].base]),
+        )
+        for _, start_ms, period_type in todo:
             self._build_block(period_type, start_ms, now_ms)
-        return len(stale)
+        return len(todo)
 
     def _build_block(self, period_type: str, start_ms: int, now_ms: int) -> None:
-        end_ms = start_ms + BLOCK_LENGTH_MS[period_type]
+        block = BLOCK[period_type]
+        end_ms = start_ms + block.length_ms
         with self._db.read() as conn, conn.begin():
             read_version = snapshot_store.version_of(conn, period_type, start_ms)
-            fresh = snapshot_store.fresh_periods(conn, BLOCK_TYPES, start_ms, end_ms)
-            cover = plan_cover(Period.DAILY, start_ms, end_ms, fresh)
-            rows = snapshot_store.load_cover(conn, Period.DAILY.value, cover, ALL_SCOPES)
+            fresh = snapshot_store.fresh_periods(conn, blocks_of(block.base), start_ms, end_ms)
+            cover = plan_cover(block.base, start_ms, end_ms, fresh)
+            rows = snapshot_store.load_cover(conn, block.base.value, cover, ALL_SCOPES)
         parts = merge_by_scope(rows)
         with self._db.write() as conn:
             snapshot_store.replace_period(conn, period_type, start_ms, parts, now_ms, read_version)
@@ -181,7 +194,11 @@ class Aggregator:
         todo = self._todo(Period.HOURLY, starts)
         for hour in todo:
             self.aggregate_hour(hour)
-        return {"aggregated": [format_time(h) for h in todo], "checked": len(starts)}
+        return {
+            "aggregated": [format_time(h) for h in todo],
+            "checked": len(starts),
+            "blocks_rebuilt": self.rebuild_blocks(),
+        }
 
     def daily_catch_up(self) -> dict[str, Any]:
         """Roll up every complete day inside hourly retention never rolled up or marked since."""

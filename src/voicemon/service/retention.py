@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from voicemon.clock import Clock
-from voicemon.domain.periods import BLOCK_TYPES, Period
+from voicemon.domain.periods import Period, blocks_of
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS
 from voicemon.settings import Settings
 from voicemon.storage import Database
@@ -45,21 +45,23 @@ class Retention:
     def cleanup_snapshots(self) -> dict[str, int]:
         now_ms = self._clock.now_ms()
         s = self._settings
-        daily_cutoff = now_ms - s.daily_retention_ms
-        # A day block starting before the cutoff holds expiring days: it goes first, so that no block ever
-        # stands in for days already deleted. Blocks starting later hold only kept days.
-        blocks_deleted = sum(self._drain("snapshots", daily_cutoff, {"period_type": t}) for t in BLOCK_TYPES)
+        cutoff = {Period.HOURLY: now_ms - s.hourly_retention_ms, Period.DAILY: now_ms - s.daily_retention_ms}
+        # A block starting before its rows' cutoff holds expiring rows: it goes first, so that no block
+        # ever stands in for rows already deleted. Blocks starting later hold only kept rows.
+        blocks_deleted = sum(
+            self._drain("snapshots", cutoff[base], {"period_type": t})
+            for base in Period
+            for t in blocks_of(base)
+        )
         summary = {
-            "hourly_deleted": self._drain(
-                "snapshots", now_ms - s.hourly_retention_ms, {"period_type": Period.HOURLY.value}
-            ),
-            "daily_deleted": self._drain("snapshots", daily_cutoff, {"period_type": Period.DAILY.value}),
-            "blocks_deleted": blocks_deleted,
+            f"{base.value}_deleted": self._drain("snapshots", cutoff[base], {"period_type": base.value})
+            for base in Period
         }
+        summary["blocks_deleted"] = blocks_deleted
         # Version bookkeeping of periods whose rows are gone is dead weight.
-        self._drain("period_versions", now_ms - s.hourly_retention_ms, {"period_type": Period.HOURLY.value})
-        for period_type in (Period.DAILY.value, *BLOCK_TYPES):
-            self._drain("period_versions", daily_cutoff, {"period_type": period_type})
+        for base in Period:
+            for period_type in (base.value, *blocks_of(base)):
+                self._drain("period_versions", cutoff[base], {"period_type": period_type})
         logger.info("snapshots cleaned up", extra={"action": "snapshots_cleaned", **summary})
         return summary
 

@@ -106,7 +106,9 @@ def end_to_end_samples(
 
 
 def bump_versions(conn: Connection, periods: Mapping[tuple[str, int], int]) -> None:
-    """Ingestion: add to the version of every (period type, start) that received events."""
+    """Add to the version of every (period type, start) given: ingestion marks the hours and days that
+    received events; writing an hour or a day marks the day and blocks that merge it. Rows are taken in
+    sorted order, so two writers never wait on each other in a cycle."""
     if not periods:
         return
     rows = [
@@ -251,38 +253,33 @@ class ScopeTotals:
 
 
 def org_totals(conn: Connection, base_type: str, cover: Cover) -> list[ScopeTotals]:
-    """Per organization over a cover: counts and sums in one GROUP BY, and the end-to-end sketches in one
-    read."""
+    """Per organization over a cover, in one read of the rows: counts and sums added as exact int64
+    arrays, end-to-end sketches merged in one pass. (A GROUP BY for the sums would read every row a
+    second time.)"""
     s = snapshots.c
-    where = and_(_covered(base_type, cover), s.scope != "")
-    sums = conn.execute(
+    rows = conn.execute(
         select(
             s.scope,
-            func.sum(s.artifacts_received),
-            func.sum(s.artifacts_completed),
-            func.sum(s.artifacts_failed),
-            func.sum(s.cost_nusd),
-            func.sum(s.e2e_count),
-            func.sum(s.e2e_sum_us),
-        )
-        .where(where)
-        .group_by(s.scope)
+            s.artifacts_received,
+            s.artifacts_completed,
+            s.artifacts_failed,
+            s.cost_nusd,
+            s.e2e_count,
+            s.e2e_sum_us,
+            s.e2e_sketch,
+        ).where(_covered(base_type, cover), s.scope != "")
     ).all()
-    position = {row[0]: i for i, row in enumerate(sums)}
-    blobs: list[bytes] = []
-    groups: list[int] = []
-    for scope, blob in conn.execute(select(s.scope, s.e2e_sketch).where(where, s.e2e_count > 0)):
-        blobs.append(blob)
-        groups.append(position[scope])
-    sketches = merge_encoded_groups(blobs, groups, len(sums))
+    position: dict[str, int] = {}
+    group = np.fromiter((position.setdefault(r[0], len(position)) for r in rows), np.int64, len(rows))
+    values = np.array([r[1:7] for r in rows], dtype=np.int64).reshape(len(rows), 6)
+    sums = np.zeros((len(position), 6), dtype=np.int64)
+    np.add.at(sums, group, values)
+    sketches = merge_encoded_groups([r[7] for r in rows], group, len(position))
     out = []
-    for (scope, received, completed, failed, cost, e2e_count, e2e_sum), sketch in zip(
-        sums, sketches, strict=True
-    ):
-        p = SnapshotParts(
-            received=int(received), completed=int(completed), failed=int(failed), cost_nusd=int(cost)
-        )
-        p.end_to_end = Latency(int(e2e_count), int(e2e_sum))
+    for (scope, at), sketch in zip(position.items(), sketches, strict=True):
+        received, completed, failed, cost, e2e_count, e2e_sum = (int(v) for v in sums[at])
+        p = SnapshotParts(received=received, completed=completed, failed=failed, cost_nusd=cost)
+        p.end_to_end = Latency(e2e_count, e2e_sum)
         p.end_to_end.sketch = sketch
         out.append(ScopeTotals(scope, p))
     return out
