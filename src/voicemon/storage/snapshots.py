@@ -15,7 +15,7 @@ from voicemon.domain.model import STAGE_COMPLETION_TYPES, EventType, Stage
 from voicemon.domain.periods import Cover
 from voicemon.domain.sketch import merge_encoded_groups
 from voicemon.domain.snapshot import Latency, SnapshotParts
-from voicemon.storage.database import concat_integers, upsert_add, upsert_replace
+from voicemon.storage.database import concat_integers, integers_of, upsert_add, upsert_replace
 from voicemon.storage.tables import STAGE_KEYS, artifacts, events, period_versions, snapshots
 
 
@@ -63,18 +63,10 @@ def type_groups(conn: Connection, start_ms: int, end_ms: int) -> list[TypeGroup]
             int(cl),
             int(en),
             int(dr),
-            _integers(durations),
+            integers_of(durations),
         )
         for org, t, n, cost, conf, nconf, cl, en, dr, durations in conn.execute(query)
     ]
-
-
-_NO_SAMPLES = np.zeros(0, dtype=np.int64)
-
-
-def _integers(joined: str | None) -> NDArray[np.int64]:
-    """The integers of one :func:`~voicemon.storage.database.concat_integers` string (None: none)."""
-    return np.array(joined.split(","), dtype=np.int64) if joined else _NO_SAMPLES
 
 
 COMPLETION_TYPES = sorted(t.value for t in STAGE_COMPLETION_TYPES)
@@ -99,7 +91,7 @@ def end_to_end_samples(
         )
         .group_by(e.organization_id)
     )
-    return [(org, _integers(values)) for org, values in conn.execute(query)]
+    return [(org, integers_of(values)) for org, values in conn.execute(query)]
 
 
 # --- period versions --------------------------------------------------------------------------------------
