@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -60,9 +61,11 @@ def create_app(
     services: Services | None = None,
     run_scheduler: bool = False,
     run_dispatcher: bool = True,
+    own_process: bool = False,
 ) -> FastAPI:
     """Build the app; its lifespan migrates the database, runs the ingest writer and, when asked, the
-    job scheduler."""
+    job scheduler. ``own_process``: the app is the process (``voicemon serve``), so it may tune the
+    process-wide garbage collector."""
     svc = services or Services(settings or Settings(), clock)
     runner = build_runner(svc)
     scheduler = Scheduler(runner, svc.settings.scheduler_poll_s) if run_scheduler else None
@@ -72,6 +75,12 @@ def create_app(
         svc.start(run_dispatcher=run_dispatcher)
         if scheduler is not None:
             scheduler.start()
+        if own_process:
+            # Everything loaded by now (modules, the app, pools) lives as long as the process. Frozen,
+            # it leaves the collector's full passes, which otherwise stalled every request in flight
+            # for 20 to 90 ms (measured at 500 requests/s).
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

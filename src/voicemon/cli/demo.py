@@ -56,7 +56,7 @@ def run_demo(host: str, port: int, hours: float, rate_per_min: float, seed: int 
     migrate.upgrade(services.db)
     staff = services.keys.create("staff", None, "demo")
     ingest = services.keys.create("ingest", None, "demo-simulator")
-    app = create_app(settings, services=services, run_scheduler=True)
+    app = create_app(settings, services=services, run_scheduler=True, own_process=True)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, name="voicemon-server", daemon=True)
     thread.start()

@@ -196,7 +196,7 @@ def serve(
 ) -> None:
     """Run the HTTP API (migrates the database first)."""
     settings = Settings()
-    application = create_app(settings, run_scheduler=not no_scheduler)
+    application = create_app(settings, run_scheduler=not no_scheduler, own_process=True)
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 
