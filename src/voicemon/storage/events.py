@@ -11,10 +11,9 @@ from sqlalchemy import Connection, Row, and_, func, or_, select
 
 from voicemon.domain.events import Event, dumps_metadata
 from voicemon.domain.model import EventType, Stage, Status
-from voicemon.storage.database import bulk_insert
+from voicemon.storage.database import bulk_insert, present_keys
 from voicemon.storage.tables import events
 
-IN_CHUNK = 1000
 PPB = 1_000_000_000
 
 
@@ -47,11 +46,7 @@ class StoredEvent:
 
 
 def existing_event_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    for i in range(0, len(ids), IN_CHUNK):
-        chunk = ids[i : i + IN_CHUNK]
-        found.update(conn.scalars(select(events.c.event_id).where(events.c.event_id.in_(chunk))))
-    return found
+    return present_keys(conn, events, "event_id", ids)
 
 
 def insert_events(conn: Connection, new_events: Sequence[Event]) -> None:
