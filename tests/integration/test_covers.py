@@ -71,6 +71,11 @@ def assert_range_answers(svc: Services, r: Range) -> None:
         assert parts.end_to_end.render() == want.end_to_end.render(), org
 
 
+EXAMPLES = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 days = st.integers(0, 79).map(lambda n: FIRST + n * DAY_MS)
 writes = st.lists(
     st.tuples(days, st.lists(st.sampled_from(ORGS), unique=True), st.booleans()),
@@ -79,11 +84,7 @@ writes = st.lists(
 )
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@EXAMPLES
 @given(writes=writes, ranges=st.lists(st.tuples(days, st.integers(1, 80)), min_size=1, max_size=4))
 def test_daily_ranges_equal_the_merge_of_their_days_whatever_the_blocks_hold(
     fresh_services: FreshServices, writes: list[tuple[int, list[str], bool]], ranges: list[tuple[int, int]]
@@ -115,11 +116,7 @@ steps = st.lists(
 )
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@EXAMPLES
 @given(steps=steps, ranges=st.lists(st.tuples(hours, st.integers(1, 80)), min_size=1, max_size=4))
 def test_hourly_ranges_equal_the_merge_of_their_hours_whatever_days_and_blocks_hold(
     fresh_services: FreshServices, steps: list[tuple[Any, ...]], ranges: list[tuple[int, int]]

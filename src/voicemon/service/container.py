@@ -39,7 +39,7 @@ class Services:
         self.queries = Queries(self.db, self.clock, settings.stuck_after_ms)
         self.keys = KeyService(self.db, self.clock, settings.key_cache_s)
         self.orgs = OrgService(self.db, self.clock)
-        self.metrics = MetricsQueries(self.db, self.clock, self.orgs, self.settings.hourly_retention_ms)
+        self.metrics = MetricsQueries(self.db, self.clock, self.settings.hourly_retention_ms)
         if retry_handler is None and settings.retry_webhook_url:
             secret = settings.retry_webhook_secret
             if secret is None:

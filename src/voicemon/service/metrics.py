@@ -20,7 +20,7 @@ from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.timeutil import DAY_MS
 from voicemon.errors import ValidationError
 from voicemon.service.aggregate import parts_from_events
-from voicemon.service.orgs import OrgService
+from voicemon.service.orgs import display_names
 from voicemon.storage import Database
 from voicemon.storage import snapshots as snapshot_store
 from voicemon.storage.snapshots import SnapshotRow
@@ -53,10 +53,9 @@ class OrgItem:
 
 
 class MetricsQueries:
-    def __init__(self, db: Database, clock: Clock, orgs: OrgService, hourly_retention_ms: int) -> None:
+    def __init__(self, db: Database, clock: Clock, hourly_retention_ms: int) -> None:
         self._db = db
         self._clock = clock
-        self._orgs = orgs
         self._hourly_retention_ms = hourly_retention_ms
 
     def resolve_range(self, period: Period, start_ms: int | None, end_ms: int | None) -> Range:
@@ -108,7 +107,7 @@ class MetricsQueries:
         require_role(principal, Role.STAFF)
         with self._db.read() as conn:
             totals = snapshot_store.org_totals(conn, r.period.value, self._cover(conn, r))
-        names = self._orgs.names(t.scope for t in totals)
+            names = display_names(conn, (t.scope for t in totals))
         items = [OrgItem(t.scope, names[t.scope], t.parts) for t in totals]
         items.sort(key=lambda i: (-i.parts.received, i.organization_id))
         return items

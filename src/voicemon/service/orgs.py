@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import Connection
+
 from voicemon.clock import Clock
 from voicemon.domain.events import MAX_ID_CHARS
 from voicemon.errors import ValidationError
@@ -43,7 +45,12 @@ class OrgService:
 
     def names(self, ids: Iterable[str]) -> dict[str, str]:
         """Display name of every id, ``Unknown`` for those not in the directory, in one query."""
-        wanted = list(ids)
         with self._db.read() as conn:
-            found = org_store.names_of(conn, wanted)
-        return {i: found.get(i, UNKNOWN_ORG_NAME) for i in wanted}
+            return display_names(conn, ids)
+
+
+def display_names(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
+    """Display name of every id, ``Unknown`` for those not in the directory, inside the caller's read."""
+    wanted = list(ids)
+    found = org_store.names_of(conn, wanted)
+    return {i: found.get(i, UNKNOWN_ORG_NAME) for i in wanted}

@@ -163,6 +163,9 @@ def _checkpoint(conn: Connection) -> None:
     _, frames, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     if frames < SQLITE_RESTART_FRAMES:
         return
+    # A long copy lets many commits land meanwhile: copy those too without the lock, so that the
+    # restart holds it only for the few frames of the last moments.
+    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     conn.exec_driver_sql("PRAGMA busy_timeout=0")
     try:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()
