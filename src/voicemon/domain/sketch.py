@@ -172,19 +172,16 @@ class LatencySketch:
         n = self.count
         if d is None or n == 0:
             return [None for _ in qs]
-        running: NDArray[np.float64] | None = None
-        out: list[float | None] = []
-        for q in qs:
-            rank = min(n - 1, max(0, math.ceil(q * n) - 1)) - d.zero
-            if rank < 0:
-                out.append(0.0)
-                continue
-            if running is None:
-                running = np.cumsum(d.bins)
-            # The first bin whose running count passes the rank (DenseStore.key_at_rank, in one step).
-            index = int(np.searchsorted(running, rank, side="right"))
-            key = d.first + min(index, len(running) - 1)
-            out.append(float(_MAPPING.value(key)))
+        ranks = [min(n - 1, max(0, math.ceil(q * n) - 1)) - d.zero for q in qs]
+        out: list[float | None] = [0.0] * len(qs)  # a rank inside the zero count is 0
+        binned = [i for i, rank in enumerate(ranks) if rank >= 0]
+        if binned:
+            # The first bin whose running count passes each rank (DenseStore.key_at_rank), in one search.
+            running = np.cumsum(d.bins)
+            found = np.searchsorted(running, [ranks[i] for i in binned], side="right")
+            last = len(running) - 1
+            for i, index in zip(binned, found.tolist(), strict=True):
+                out[i] = float(_MAPPING.value(d.first + min(index, last)))
         return out
 
     def to_bytes(self) -> bytes:
