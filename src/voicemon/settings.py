@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voicemon.domain.periods import Period
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, SECOND_MS
 
 
@@ -62,3 +63,7 @@ class Settings(BaseSettings):
     @property
     def daily_retention_ms(self) -> int:
         return self.daily_retention_d * DAY_MS
+
+    def snapshot_retention_ms(self, period: Period) -> int:
+        """How long rows of ``period`` (and the blocks that merge them) are kept."""
+        return self.hourly_retention_ms if period is Period.HOURLY else self.daily_retention_ms

@@ -145,10 +145,7 @@ class Aggregator:
         """Rebuild every marked or never-built block inside the retention of its rows, smallest first, so
         each block merges the fresh blocks just below it (two rows per scope) instead of its rows."""
         now_ms = self._clock.now_ms()
-        oldest = {
-            Period.HOURLY: now_ms - self._settings.hourly_retention_ms,
-            Period.DAILY: now_ms - self._settings.daily_retention_ms,
-        }
+        oldest = {p: now_ms - self._settings.snapshot_retention_ms(p) for p in Period}
         with self._db.read() as conn:
             stale = snapshot_store.stale_periods(conn, BLOCK_TYPES, min(oldest.values()))
         todo = sorted(

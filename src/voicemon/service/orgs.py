@@ -43,11 +43,6 @@ class OrgService:
         with self._db.write() as conn:
             return org_store.put_org(conn, organization_id, name, self._clock.now_ms())
 
-    def names(self, ids: Iterable[str]) -> dict[str, str]:
-        """Display name of every id, ``Unknown`` for those not in the directory, in one query."""
-        with self._db.read() as conn:
-            return display_names(conn, ids)
-
 
 def display_names(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
     """Display name of every id, ``Unknown`` for those not in the directory, inside the caller's read."""

@@ -45,7 +45,7 @@ class Retention:
     def cleanup_snapshots(self) -> dict[str, int]:
         now_ms = self._clock.now_ms()
         s = self._settings
-        cutoff = {Period.HOURLY: now_ms - s.hourly_retention_ms, Period.DAILY: now_ms - s.daily_retention_ms}
+        cutoff = {p: now_ms - s.snapshot_retention_ms(p) for p in Period}
         # A block starting before its rows' cutoff holds expiring rows: it goes first, so that no block
         # ever stands in for rows already deleted. Blocks starting later hold only kept rows.
         blocks_deleted = sum(

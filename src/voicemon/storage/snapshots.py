@@ -200,16 +200,7 @@ def load_rows(
 ) -> list[SnapshotRow]:
     """Rows whose period starts in ``[start_ms, end_ms)``, oldest first, for one scope ("" = platform),
     or for every scope, platform and organizations, when ``scope`` is :data:`ALL_SCOPES` (None)."""
-    s = snapshots.c
-    conds: list[Any] = [
-        s.period_type == period_type,
-        s.period_start_ms >= start_ms,
-        s.period_start_ms < end_ms,
-    ]
-    if scope is not ALL_SCOPES:
-        conds.append(s.scope == scope)
-    query = select(snapshots).where(and_(*conds)).order_by(s.period_start_ms, s.scope)
-    return [_from_row(dict(r._mapping)) for r in conn.execute(query)]
+    return load_cover(conn, period_type, Cover((), ((start_ms, end_ms),)), scope)
 
 
 def _covered(base_type: str, cover: Cover) -> Any:
