@@ -23,7 +23,7 @@ from voicemon.clock import FakeClock
 from voicemon.domain.access import Principal, Role
 from voicemon.service import Services
 from voicemon.settings import Settings
-from voicemon.storage import Database, migrate
+from voicemon.storage import Database, database, migrate
 from voicemon.storage.tables import metadata
 
 # A fixed "now" well inside a UTC hour: 2026-12-07T02:40:00Z.
@@ -144,8 +144,32 @@ class StatementCounter:
         return len(self.statements)
 
 
+class _CountingCursor:
+    """A driver cursor that records what is sent through it (the ingest path's own statements)."""
+
+    def __init__(self, cursor: Any, counter: StatementCounter) -> None:
+        self._cursor = cursor
+        self._counter = counter
+
+    def _record(self, statement: str) -> None:
+        if self._counter.active:
+            self._counter.statements.append(statement)
+
+    def execute(self, statement: str, *args: Any, **kwargs: Any) -> Any:
+        self._record(statement)
+        return self._cursor.execute(statement, *args, **kwargs)
+
+    def executemany(self, statement: str, *args: Any, **kwargs: Any) -> Any:
+        self._record(statement)
+        return self._cursor.executemany(statement, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
 @pytest.fixture
-def sql_counter(services: Services) -> StatementCounter:
+def sql_counter(services: Services, monkeypatch: pytest.MonkeyPatch) -> StatementCounter:
+    """Counts statements sent through SQLAlchemy and through the driver's own cursor."""
     counter = StatementCounter()
 
     @event.listens_for(services.db.engine, "before_cursor_execute")
@@ -153,6 +177,8 @@ def sql_counter(services: Services) -> StatementCounter:
         if counter.active and not statement.startswith(("BEGIN", "PRAGMA")):
             counter.statements.append(statement)
 
+    real = database.driver_cursor
+    monkeypatch.setattr(database, "driver_cursor", lambda conn: _CountingCursor(real(conn), counter))
     return counter
 
 

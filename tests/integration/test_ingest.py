@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from sqlalchemy import text
+
 from tests.conftest import NOW_MS, STAFF, Api
 from tests.helpers import ev
+from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS
+from voicemon.errors import IntegrityConflict
 from voicemon.service import Services
+from voicemon.service.ingest import validate_items
+from voicemon.storage import events as event_store
+from voicemon.storage.counters import add_to_buckets
 from voicemon.storage.events import count_events
 
 
@@ -110,6 +118,77 @@ def test_statement_count_does_not_grow_with_batch_size(services: Services, sql_c
         assert result.accepted == size
         counts[size] = sql_counter.count
     assert counts[1] == counts[1000], counts
-    # existing ids, (PostgreSQL: empty artifact rows), artifact lock, retries in flight, event insert,
-    # artifact writes, counter buckets, period versions.
-    assert counts[1] <= 8, counts
+    # stored ids, (PostgreSQL: empty artifact rows), artifact lock, event insert, artifact writes,
+    # counter buckets, period versions. (No event here can end a retry: no retry query.)
+    assert 6 <= counts[1] <= 7, sql_counter.statements
+
+
+def _counter_total(services: Services) -> int:
+    with services.db.read() as conn:
+        return int(
+            conn.execute(text("SELECT COALESCE(SUM(artifacts_received), 0) FROM minute_counters")).scalar()
+        )
+
+
+def test_an_id_stored_meanwhile_rolls_back_the_whole_commit_and_is_redone(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server stores an id between our check and our insert. The unique index refuses the
+    insert: on PostgreSQL that error arrives with the pipelined COMMIT, on SQLite from the insert itself.
+    Either way nothing of the first attempt stays, and the redone commit counts the event once."""
+    stored = ev("artifact_received", "race-1", NOW_MS)
+    assert services.ingest_blocking([stored], STAFF).accepted == 1
+    before = _counter_total(services)
+
+    real = event_store.ask_stored_ids
+    calls = []
+
+    def blind_once(conn: Any, ids: Any) -> Any:
+        calls.append(list(ids))
+        if len(calls) == 1:
+            real(conn, ids)  # sent, but its answer is ignored: the id looks new
+            return set
+        return real(conn, ids)
+
+    monkeypatch.setattr(event_store, "ask_stored_ids", blind_once)
+    fresh = ev("artifact_received", "race-2", NOW_MS)
+    result = services.ingest_blocking([stored, fresh], STAFF)
+
+    assert len(calls) == 2, "the refused commit is redone"
+    assert (result.accepted, result.duplicates) == (1, 1)
+    assert _counter_total(services) == before + 1
+    assert services.queries.artifact(STAFF, "race-1").summary.event_count == 1
+    assert services.queries.artifact(STAFF, "race-2").summary.event_count == 1
+
+
+def test_a_refused_pipelined_commit_leaves_nothing(services: Services) -> None:
+    stored = ev("artifact_received", "refused-1", NOW_MS)
+    assert services.ingest_blocking([stored], STAFF).accepted == 1
+    valid, _ = validate_items([stored, ev("artifact_received", "refused-2", NOW_MS)], STAFF, NOW_MS, HOUR_MS)
+    before = _counter_total(services)
+
+    def write_as_if_new() -> None:
+        with services.db.write(pipelined=True) as conn:
+            event_store.insert_events(conn, valid)
+            add_to_buckets(conn, bucket_deltas(valid))
+
+    # The unique index refuses the stored id, and with it the whole transaction.
+    with pytest.raises(IntegrityConflict):
+        write_as_if_new()
+    assert _counter_total(services) == before
+    with services.db.read() as conn:
+        assert count_events(conn) == 1
+
+
+def test_a_replay_whose_summary_expired_writes_no_empty_summary(services: Services) -> None:
+    """PostgreSQL inserts an empty summary row before locking; when every event turns out to be a
+    duplicate, that row must not stay behind."""
+    event = ev("artifact_received", "expired-1", NOW_MS)
+    assert services.ingest_blocking([event], STAFF).accepted == 1
+    with services.db.write() as conn:
+        conn.execute(text("DELETE FROM artifacts WHERE artifact_id = 'expired-1'"))
+    result = services.ingest_blocking([event], STAFF)
+    assert (result.accepted, result.duplicates) == (0, 1)
+    with services.db.read() as conn:
+        left = conn.execute(text("SELECT COUNT(*) FROM artifacts WHERE artifact_id = 'expired-1'")).scalar()
+    assert left == 0

@@ -84,22 +84,32 @@ def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[s
     unique: dict[str, Event] = {}
     for event in batch:
         unique.setdefault(event.event_id, event)
-    known = event_store.existing_event_ids(conn, list(unique))
-    fresh = [e for e in unique.values() if e.event_id not in known]
-    if not fresh:
-        return set()
-
-    artifact_ids = {e.artifact_id for e in fresh if e.artifact_id is not None}
-    before = artifact_store.lock_artifacts(conn, sorted(artifact_ids), now_ms)
+    # The reads go out together (one round trip on PostgreSQL): whether each id is stored, the artifacts'
+    # summaries, locked, and their retries in flight. The last two are asked for every artifact of the
+    # batch, before the duplicates are known: a duplicate's artifact exists already, so this locks a row
+    # at most, and never writes one.
+    artifact_ids = sorted({e.artifact_id for e in unique.values() if e.artifact_id is not None})
     # A completion or failure of an artifact with a retry in flight ends that retry (SPEC 9), and the
     # retry_succeeded / retry_failed event it logs is stored with the events that caused it.
-    endings = [e.artifact_id for e in fresh if e.event_type in OUTCOME_TYPES and e.artifact_id is not None]
-    flying = retry_store.in_flight(conn, sorted(set(endings))) if endings else {}
+    endings = {e.artifact_id for e in unique.values() if e.event_type in OUTCOME_TYPES and e.artifact_id}
+    stored = event_store.ask_stored_ids(conn, list(unique))
+    locked = artifact_store.ask_locked(conn, artifact_ids, now_ms)
+    retries_in_flight = retry_store.ask_in_flight(conn, sorted(endings))
+
+    known = stored()
+    fresh = [e for e in unique.values() if e.event_id not in known]
+    before, flying = locked(), retries_in_flight()
+    changed = sorted({e.artifact_id for e in fresh if e.artifact_id is not None})
+    # Rare: every event of an artifact was a duplicate and its summary had expired. Nothing to save.
+    artifact_store.drop_placeholders(conn, sorted(set(artifact_ids) - set(changed) - set(before)))
+    if not fresh:
+        return set()
     outcomes = decide_outcomes(fresh, flying, EventMaker(_context(before, fresh), now_ms)) if flying else []
     after, timed = fold([*fresh, *(o.event for o in outcomes)], before)
 
+    # The writes return nothing: on PostgreSQL they travel with the COMMIT.
     event_store.insert_events(conn, timed)
-    artifact_store.save_artifacts(conn, [after[i] for i in sorted(artifact_ids)], set(before))
+    artifact_store.save_artifacts(conn, [after[i] for i in changed], set(before))
     counter_store.add_to_buckets(conn, bucket_deltas(timed))
     snapshot_store.bump_versions(conn, touched_periods(timed))
     retry_store.finish_many(conn, outcomes)

@@ -111,7 +111,7 @@ class GroupCommitWriter:
     def _write(self, events: Sequence[Event]) -> set[str]:
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                with self._db.write() as conn:
+                with self._db.write(pipelined=True) as conn:
                     return store_events(conn, events, self._clock.now_ms())
             except IntegrityConflict:
                 logger.info(

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, and_, or_, select
 
 from voicemon.domain.artifacts import ArtifactState
 from voicemon.domain.model import ACTIVE_STATUSES, Stage, Status
-from voicemon.storage.database import insert_ignore, lock_for_update
+from voicemon.storage.database import Answer, ask_keys, insert_sql, send_many
 from voicemon.storage.tables import artifacts
-
-IN_CHUNK = 1000
-_STATE_COLUMNS = [c.name for c in artifacts.columns if c.name != "artifact_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,94 +25,94 @@ class ArtifactFilter:
 
 
 def lock_artifacts(conn: Connection, ids: Sequence[str], placeholder_ms: int) -> dict[str, ArtifactState]:
+    return ask_locked(conn, ids, placeholder_ms)()
+
+
+def ask_locked(conn: Connection, ids: Sequence[str], placeholder_ms: int) -> Answer[dict[str, ArtifactState]]:
     """Read the summaries of ``ids`` for update; rows missing so far come back absent.
 
     On PostgreSQL, several servers may ingest events of one artifact at once. Each first inserts an empty
     row for every id (sorted, so two writers never wait on each other in a cycle), then locks the rows:
-    the second writer waits for the first to commit and folds its events onto the committed state.
+    the second writer waits for the first to commit and folds its events onto the committed state. On
+    SQLite, ``BEGIN IMMEDIATE`` already holds the one write lock.
     """
-    if not ids:
-        return {}
     ordered = sorted(set(ids))
+    if not ordered:
+        return dict
+    lock = ""
     if conn.dialect.name == "postgresql":
-        conn.execute(
-            insert_ignore(conn, artifacts, ["artifact_id"]),
-            [_placeholder(i, placeholder_ms) for i in ordered],
-        )
-    found: dict[str, ArtifactState] = {}
-    for i in range(0, len(ordered), IN_CHUNK):
-        chunk = ordered[i : i + IN_CHUNK]
-        query = select(artifacts).where(artifacts.c.artifact_id.in_(chunk)).order_by(artifacts.c.artifact_id)
-        for row in conn.execute(lock_for_update(conn, query)):
-            state = _from_row(row)
-            if state.event_count > 0:
-                found[state.artifact_id] = state
-    return found
+        empty = Status.RECEIVED.value, placeholder_ms, placeholder_ms, placeholder_ms
+        send_many(conn, _PLACEHOLDER_SQL, [(i, *empty) for i in ordered])
+        lock = " FOR UPDATE"
+    rows = ask_keys(conn, f"{_SELECT} WHERE artifact_id {{keys}} ORDER BY artifact_id{lock}", ordered)
+
+    def answer() -> dict[str, ArtifactState]:
+        states = (_from_row(dict(zip(_COLUMNS, row, strict=True))) for row in rows())
+        # A placeholder (no events yet) is a summary that does not exist so far.
+        return {s.artifact_id: s for s in states if s.event_count > 0}
+
+    return answer
 
 
-def _placeholder(artifact_id: str, now_ms: int) -> dict[str, Any]:
-    """An empty summary (no events yet): never listed, replaced within the same transaction."""
-    return {
-        "artifact_id": artifact_id,
-        "status": Status.RECEIVED.value,
-        "first_event_at_ms": now_ms,
-        "last_event_at_ms": now_ms,
-        "listed_at_ms": now_ms,
-        "event_count": 0,
-        "retry_count": 0,
-        "total_cost_nusd": 0,
-        "stage_started": "{}",
-    }
+def drop_placeholders(conn: Connection, ids: Sequence[str]) -> None:
+    """Remove the empty rows :func:`ask_locked` inserted for ``ids`` when no event of theirs is saved."""
+    if conn.dialect.name == "postgresql":
+        send_many(conn, _DROP_PLACEHOLDER_SQL, [(i,) for i in ids])
+
+
+_COLUMNS = [c.name for c in artifacts.columns]
+_STATE_COLUMNS = _COLUMNS[1:]
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM artifacts"
+# An empty summary (no events yet): never listed, replaced within the same transaction.
+_PLACEHOLDER_SQL = (
+    "INSERT INTO artifacts (artifact_id, status, first_event_at_ms, last_event_at_ms, listed_at_ms,"
+    " event_count, retry_count, total_cost_nusd, stage_started)"
+    " VALUES (?, ?, ?, ?, ?, 0, 0, 0, '{}') ON CONFLICT (artifact_id) DO NOTHING"
+)
+_DROP_PLACEHOLDER_SQL = "DELETE FROM artifacts WHERE artifact_id = ? AND event_count = 0"
+_INSERT_SQL = insert_sql(artifacts, _COLUMNS)
+_UPDATE_SQL = f"UPDATE artifacts SET {', '.join(f'{c} = ?' for c in _STATE_COLUMNS)} WHERE artifact_id = ?"
 
 
 def save_artifacts(conn: Connection, states: Sequence[ArtifactState], existing: set[str]) -> None:
     """Write the new summaries: UPDATE the rows that exist, INSERT the others (one statement each)."""
-    rows = [_to_row(s) for s in states]
     if conn.dialect.name == "postgresql":
-        # lock_artifacts inserted a placeholder for every id: all are updates.
+        # ask_locked inserted a placeholder for every id: all are updates.
         existing = {s.artifact_id for s in states}
-    updates = [r for r in rows if r["artifact_id"] in existing]
-    inserts = [r for r in rows if r["artifact_id"] not in existing]
-    if inserts:
-        conn.execute(artifacts.insert(), inserts)
-    if updates:
-        stmt = (
-            update(artifacts)
-            .where(artifacts.c.artifact_id == bindparam("b_artifact_id"))
-            .values({name: bindparam(f"b_{name}") for name in _STATE_COLUMNS})
-        )
-        conn.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in updates])
+    rows = [_to_row(s) for s in states]
+    send_many(conn, _INSERT_SQL, [r for r in rows if r[0] not in existing])
+    send_many(conn, _UPDATE_SQL, [(*r[1:], r[0]) for r in rows if r[0] in existing])
 
 
-def _to_row(s: ArtifactState) -> dict[str, Any]:
-    return {
-        "artifact_id": s.artifact_id,
-        "organization_id": s.organization_id,
-        "voice_note_id": s.voice_note_id,
-        "coach_user_id": s.coach_user_id,
-        "source_channel": s.source_channel,
-        "status": s.status.value,
-        "status_at_ms": s.status_at_ms,
-        "current_stage": s.current_stage.value if s.current_stage else None,
-        "stage_at_ms": s.stage_at_ms,
-        "failed_stage": s.failed_stage.value if s.failed_stage else None,
-        "last_error_code": s.last_error_code,
-        "last_error_message": s.last_error_message,
-        "error_at_ms": s.error_at_ms,
-        "received_at_ms": s.received_at_ms,
-        "completed_at_ms": s.completed_at_ms,
-        "first_event_at_ms": s.first_event_at_ms,
-        "last_event_at_ms": s.last_event_at_ms,
-        "listed_at_ms": s.listed_at_ms,
-        "event_count": s.event_count,
-        "retry_count": s.retry_count,
-        "total_cost_nusd": s.total_cost_nusd,
-        "stage_started": orjson.dumps(s.stage_started_ms).decode(),
-    }
+def _to_row(s: ArtifactState) -> tuple[Any, ...]:
+    """The summary as a tuple in :data:`_COLUMNS` order."""
+    return (
+        s.artifact_id,
+        s.organization_id,
+        s.voice_note_id,
+        s.coach_user_id,
+        s.source_channel,
+        s.status.value,
+        s.status_at_ms,
+        s.current_stage.value if s.current_stage else None,
+        s.stage_at_ms,
+        s.failed_stage.value if s.failed_stage else None,
+        s.last_error_code,
+        s.last_error_message,
+        s.error_at_ms,
+        s.received_at_ms,
+        s.completed_at_ms,
+        s.first_event_at_ms,
+        s.last_event_at_ms,
+        s.listed_at_ms,
+        s.event_count,
+        s.retry_count,
+        s.total_cost_nusd,
+        orjson.dumps(s.stage_started_ms).decode(),
+    )
 
 
-def _from_row(row: Row[Any]) -> ArtifactState:
-    m = row._mapping
+def _from_row(m: Mapping[Any, Any]) -> ArtifactState:
     return ArtifactState(
         artifact_id=m["artifact_id"],
         organization_id=m["organization_id"],
@@ -145,7 +142,7 @@ def get_artifact(conn: Connection, artifact_id: str) -> ArtifactState | None:
     row = conn.execute(
         select(artifacts).where(artifacts.c.artifact_id == artifact_id, artifacts.c.event_count > 0)
     ).first()
-    return _from_row(row) if row is not None else None
+    return _from_row(row._mapping) if row is not None else None
 
 
 def list_artifacts(
@@ -170,4 +167,4 @@ def list_artifacts(
             or_(c.listed_at_ms < listed, and_(c.listed_at_ms == listed, c.artifact_id < artifact_id))
         )
     query = select(artifacts).where(and_(*conds)).order_by(c.listed_at_ms.desc(), c.artifact_id.desc())
-    return [_from_row(r) for r in conn.execute(query.limit(limit))]
+    return [_from_row(r._mapping) for r in conn.execute(query.limit(limit))]

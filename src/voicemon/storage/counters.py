@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, func, select
 
 from voicemon.domain.counters import BucketDelta
-from voicemon.storage.database import upsert_add
+from voicemon.storage.database import send_many, upsert_add_sql
 from voicemon.storage.tables import COUNTER_COLUMNS, minute_counters
 
 
@@ -16,10 +16,13 @@ def add_to_buckets(conn: Connection, deltas: Sequence[BucketDelta]) -> None:
         return
     # Sorted so that concurrent writers lock buckets in one order.
     rows = [
-        {"scope": d.scope, "minute_ms": d.minute_ms, **d.counts}
+        (d.scope, d.minute_ms, *(d.counts[name] for name in COUNTER_COLUMNS))
         for d in sorted(deltas, key=lambda d: (d.scope, d.minute_ms))
     ]
-    conn.execute(upsert_add(conn, minute_counters, ["scope", "minute_ms"], COUNTER_COLUMNS), rows)
+    send_many(conn, _ADD_SQL, rows)
+
+
+_ADD_SQL = upsert_add_sql(minute_counters, ("scope", "minute_ms"), tuple(COUNTER_COLUMNS))
 
 
 def window_sums(conn: Connection, scope: str, first_minute_ms: int, last_minute_ms: int) -> dict[str, int]:

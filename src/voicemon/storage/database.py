@@ -2,7 +2,7 @@
 
 Reads use :meth:`Database.read`, one consistent snapshot. Writes use :meth:`Database.write`: on SQLite it
 starts with ``BEGIN IMMEDIATE`` so the write lock is taken up front (no deadlock-prone lock upgrade); on
-PostgreSQL rows are locked with ``FOR UPDATE`` where a read-modify-write needs it (:func:`lock_for_update`).
+PostgreSQL rows are locked with ``FOR UPDATE`` where a read-modify-write needs it.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import psycopg
 from numpy.typing import NDArray
 from sqlalchemy import (
     BigInteger,
@@ -24,14 +25,12 @@ from sqlalchemy import (
     Engine,
     Insert,
     LargeBinary,
-    Select,
     Table,
     cast,
     create_engine,
     event,
     func,
     literal,
-    select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -48,6 +47,7 @@ SQLITE_RESTART_FRAMES = 65_536
 SQLITE_AUTOCHECKPOINT_PAGES = 262_144
 CHECKPOINT_NICENESS = 10
 WRITE_OPTION = "voicemon_write"
+T = TypeVar("T")
 
 
 class Database:
@@ -56,6 +56,10 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
+        # Errors of statements sent through the driver's own cursor (:func:`driver_cursor`).
+        driver = self.engine.dialect.loaded_dbapi
+        self._driver_error: type[Exception] = driver.Error
+        self._driver_integrity_error: type[Exception] = driver.IntegrityError
         self._checkpointer: _Checkpointer | None = None
 
     def start_maintenance(self) -> None:
@@ -93,16 +97,23 @@ class Database:
             raise StorageError(f"database read failed: {exc.__class__.__name__}") from exc
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One transaction: everything inside commits together or not at all."""
+    def write(self, *, pipelined: bool = False) -> Iterator[Connection]:
+        """One transaction: everything inside commits together or not at all.
+
+        ``pipelined`` (PostgreSQL; the ingest hot path): statements are sent without waiting for each
+        answer (psycopg's pipeline mode). What is queued travels with the next read of a result, or
+        with the COMMIT, in one round trip. The body must only use the driver-cursor helpers below
+        (:func:`send_many`, :func:`ask_keys`): SQLAlchemy looks at a statement's result as soon as it
+        is sent, before a pipelined answer has arrived. An error of a queued statement is raised at
+        that next read or at the commit, and the whole transaction is rolled back as usual."""
         try:
             with self.engine.connect() as plain:
                 conn = plain.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
+                with _pipelined(conn) if pipelined else conn.begin():
                     yield conn
-        except IntegrityError as exc:
+        except (IntegrityError, self._driver_integrity_error) as exc:
             raise IntegrityConflict("a unique rule refused the write") from exc
-        except (OperationalError, DBAPIError) as exc:
+        except (OperationalError, DBAPIError, self._driver_error) as exc:
             logger.warning("database write failed", exc_info=True, extra={"action": "db_write_failed"})
             raise StorageError(f"database write failed: {exc.__class__.__name__}") from exc
 
@@ -208,61 +219,108 @@ def insert_ignore(conn: Connection, table: Table, keys: Sequence[str], where: An
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys), index_where=where)
 
 
-def upsert_add(conn: Connection, table: Table, keys: Sequence[str], columns: Sequence[str]) -> Insert:
-    """INSERT, or add the given columns' values onto the existing row with the same ``keys``."""
-    return _upsert(conn.dialect.name, table, tuple(keys), tuple(columns), add=True)
-
-
 def upsert_replace(conn: Connection, table: Table, keys: Sequence[str], columns: Sequence[str]) -> Insert:
     """INSERT, or overwrite the given columns of the existing row with the same ``keys``."""
-    return _upsert(conn.dialect.name, table, tuple(keys), tuple(columns), add=False)
+    return _upsert_replace(conn.dialect.name, table, tuple(keys), tuple(columns))
 
 
 @functools.cache
-def _upsert(
-    dialect: str, table: Table, keys: tuple[str, ...], columns: tuple[str, ...], *, add: bool
-) -> Insert:
-    """Built once per shape: statements are immutable, and rebuilding one on every ingest request cost
-    more than running it."""
+def _upsert_replace(dialect: str, table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Insert:
+    """Built once per shape: statements are immutable."""
     stmt: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    if add:
-        assignments = {name: table.c[name] + stmt.excluded[name] for name in columns}
-    else:
-        assignments = {name: stmt.excluded[name] for name in columns}
+    assignments = {name: stmt.excluded[name] for name in columns}
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=assignments)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _pipelined(conn: Connection) -> Iterator[None]:
+    """A transaction in psycopg's pipeline mode (SQLite: a plain one). The COMMIT travels with the
+    statements still queued."""
+    raw = conn.connection.driver_connection
+    if not (isinstance(raw, psycopg.Connection) and psycopg.Pipeline.is_supported()):
+        with conn.begin():
+            yield
+        return
+    with raw.pipeline() as pipeline, conn.begin():
+        try:
+            yield
+        except BaseException:
+            # The statements queued after a refused one come back as "aborted". Collect them first, so
+            # that the rollback starts from an empty pipeline and the refusal is the error reported.
+            with contextlib.suppress(psycopg.Error):
+                pipeline.sync()
+            raise
+
+
+# --- The driver's own cursor: the ingest hot path -----------------------------------------------------------
+# A single-event commit runs about eight fixed statements. Through SQLAlchemy each cost more Python time
+# (building, caching, result wrapping) than the database took to run it, so the ingest path sends its
+# fixed SQL straight to the driver: written with ``?`` marks, which become ``%s`` for psycopg.
+
+
+def driver_cursor(conn: Connection) -> Any:
+    """A cursor of the driver, inside the connection's current transaction."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    return raw.cursor()
+
+
+@functools.cache
+def _marks(dialect: str, sql: str) -> str:
+    return sql.replace("?", "%s") if dialect == "postgresql" else sql
+
+
+def send_many(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run ``sql`` once per row (the driver's executemany). In a pipelined write it is only queued."""
+    if rows:
+        driver_cursor(conn).executemany(_marks(conn.dialect.name, sql), rows)
+
+
+Answer = Callable[[], T]
+"""The answer to a query already sent: calling it waits for the rows (at once, if they are there)."""
+
+
+def ask_keys(conn: Connection, sql: str, keys: Sequence[str]) -> Answer[list[tuple[Any, ...]]]:
+    """Send a query in which ``{keys}`` stands for "the column is one of ``keys``"; returns the function
+    that waits for its rows. In a pipelined write, several queries sent before the first wait travel
+    together.
+
+    On PostgreSQL the keys are one array parameter (``= ANY(%s)``) and the statement is not prepared,
+    so it is planned for these very keys. The driver prepares a statement run often, and the server
+    then reuses a generic plan: with a long list it cannot hash the list, and on a young table it
+    compared every row with every key (0.4 s a batch was measured at 60 000 events). On SQLite the keys
+    go in ``IN (?, ...)`` lists of at most :data:`SQLITE_IN_CHUNK`."""
+    if not keys:
+        return list
+    if conn.dialect.name == "postgresql":
+        cur = driver_cursor(conn)
+        cur.execute(sql.format(keys="= ANY(%s)"), [list(keys)], prepare=False)
+        return cur.fetchall  # type: ignore[no-any-return]
+    rows: list[tuple[Any, ...]] = []
+    cur = driver_cursor(conn)
+    for i in range(0, len(keys), SQLITE_IN_CHUNK):
+        chunk = keys[i : i + SQLITE_IN_CHUNK]
+        rows.extend(cur.execute(sql.format(keys=f"IN ({', '.join('?' * len(chunk))})"), chunk).fetchall())
+    return lambda: rows
+
+
+def insert_sql(table: Table, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+@functools.cache
+def upsert_add_sql(table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    """INSERT (keys, then columns), or add the columns' values onto the row with the same keys. The
+    same text runs on SQLite and PostgreSQL."""
+    adds = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in columns)
+    return f"{insert_sql(table, [*keys, *columns])} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}"
 
 
 def bulk_insert(
     conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> None:
-    """The driver's own executemany for a plain INSERT of many rows, without per-row work in
-    SQLAlchemy (the ingest hot path). Rows are tuples in ``columns`` order."""
-    if not rows:
-        return
-    mark = "?" if conn.dialect.name == "sqlite" else "%s"
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-    conn.exec_driver_sql(sql, list(rows))
-
-
-def present_keys(conn: Connection, table: Table, column: str, keys: Sequence[str]) -> set[str]:
-    """Which of ``keys`` are in ``table.column`` (a unique or indexed column), in one query.
-
-    On PostgreSQL the statement is sent unprepared, so it is planned for these very keys. The driver
-    prepares a statement run often, and the server then reuses a generic plan: with 500 parameters it
-    cannot hash the list, and on a young table it compares every row with every key (0.4 s a batch was
-    measured at 60 000 events). Planned for its values, the list is hashed or the index is used."""
-    if not keys:
-        return set()
-    if conn.dialect.name != "postgresql":
-        col = table.c[column]
-        found: set[str] = set()
-        for i in range(0, len(keys), SQLITE_IN_CHUNK):
-            found.update(conn.scalars(select(col).where(col.in_(keys[i : i + SQLITE_IN_CHUNK]))))
-        return found
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    sql = f"SELECT {column} FROM {table.name} WHERE {column} = ANY(%s)"
-    return {row[0] for row in raw.execute(sql, [list(keys)], prepare=False)}
+    """A plain INSERT of many rows (tuples in ``columns`` order) through the driver's executemany."""
+    send_many(conn, insert_sql(table, columns), rows)
 
 
 # SQLite allows 32 766 parameters per statement; chunks stay far below.
@@ -288,10 +346,3 @@ def integers_of(joined: str | bytes | None) -> NDArray[np.int64]:
     if isinstance(joined, str):
         return np.array(joined.split(","), dtype=np.int64)
     return np.frombuffer(joined, dtype=">i8").astype(np.int64)
-
-
-def lock_for_update(conn: Connection, query: Select[Any]) -> Select[Any]:
-    """Row locks on PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the one write lock."""
-    if conn.dialect.name == "postgresql":
-        return query.with_for_update()
-    return query

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Row, and_, func, or_, select
 
 from voicemon.domain.events import Event, dumps_metadata
 from voicemon.domain.model import EventType, Stage, Status
-from voicemon.storage.database import bulk_insert, present_keys
+from voicemon.storage.database import Answer, ask_keys, bulk_insert
 from voicemon.storage.tables import events
 
 PPB = 1_000_000_000
@@ -45,8 +45,10 @@ class StoredEvent:
     event: Event
 
 
-def existing_event_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
-    return present_keys(conn, events, "event_id", ids)
+def ask_stored_ids(conn: Connection, ids: Sequence[str]) -> Answer[set[str]]:
+    """Which of ``ids`` are stored already (sent now, answered when called)."""
+    rows = ask_keys(conn, "SELECT event_id FROM events WHERE event_id {keys}", ids)
+    return lambda: {row[0] for row in rows()}
 
 
 def insert_events(conn: Connection, new_events: Sequence[Event]) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, func, select, update
 
 from voicemon.domain.retries import IN_FLIGHT, Outcome, Retry, RetryStage, RetryStatus
+from voicemon.storage.database import Answer, ask_keys, send_many
 from voicemon.storage.tables import outbox, retries
 
 IN_CHUNK = 1000
@@ -18,8 +19,7 @@ OUTBOX_DEAD = "dead"
 OUTBOX_SKIPPED = "skipped"
 
 
-def _retry(row: Any) -> Retry:
-    m = row._mapping
+def _retry(m: Mapping[Any, Any]) -> Retry:
     return Retry(
         retry_id=m["retry_id"],
         artifact_id=m["artifact_id"],
@@ -55,7 +55,7 @@ def stats(conn: Connection, artifact_id: str, since_ms: int) -> RetryStats:
     row = conn.execute(
         select(retries).where(r.artifact_id == artifact_id, r.status.in_([s.value for s in IN_FLIGHT]))
     ).first()
-    return RetryStats(int(attempts or 0), int(recent or 0), _retry(row) if row is not None else None)
+    return RetryStats(int(attempts or 0), int(recent or 0), _retry(row._mapping) if row is not None else None)
 
 
 def insert_retry(conn: Connection, retry: Retry) -> None:
@@ -74,37 +74,31 @@ def insert_retry(conn: Connection, retry: Retry) -> None:
 
 
 def in_flight(conn: Connection, artifact_ids: Sequence[str]) -> dict[str, Retry]:
-    """The retry in flight of each artifact that has one."""
-    found: dict[str, Retry] = {}
-    ids = sorted(set(artifact_ids))
-    r = retries.c
-    for i in range(0, len(ids), IN_CHUNK):
-        query = select(retries).where(
-            r.artifact_id.in_(ids[i : i + IN_CHUNK]), r.status.in_([s.value for s in IN_FLIGHT])
-        )
-        for row in conn.execute(query):
-            found[row.artifact_id] = _retry(row)
-    return found
+    return ask_in_flight(conn, artifact_ids)()
+
+
+def ask_in_flight(conn: Connection, artifact_ids: Sequence[str]) -> Answer[dict[str, Retry]]:
+    """The retry in flight of each artifact that has one (sent now, answered when called)."""
+    rows = ask_keys(conn, _IN_FLIGHT_SQL, sorted(set(artifact_ids)))
+
+    def answer() -> dict[str, Retry]:
+        found = (_retry(dict(zip(_COLUMNS, row, strict=True))) for row in rows())
+        return {r.artifact_id: r for r in found}
+
+    return answer
+
+
+_COLUMNS = [c.name for c in retries.columns]
+_IS_IN_FLIGHT = "status IN (" + ", ".join(f"'{s.value}'" for s in sorted(IN_FLIGHT)) + ")"
+_IN_FLIGHT_SQL = f"SELECT {', '.join(_COLUMNS)} FROM retries WHERE artifact_id {{keys}} AND {_IS_IN_FLIGHT}"
+_FINISH_SQL = (
+    f"UPDATE retries SET status = ?, finished_ms = ?, error = ? WHERE retry_id = ? AND {_IS_IN_FLIGHT}"
+)
 
 
 def finish_many(conn: Connection, outcomes: Sequence[Outcome]) -> None:
     """Record the retries ended by events (only those still in flight)."""
-    if not outcomes:
-        return
-    r = retries.c
-    stmt = (
-        update(retries)
-        # Plain comparisons, not IN: an expanding IN list cannot be used with executemany.
-        .where(r.retry_id == bindparam("b_id"), or_(*(r.status == s.value for s in IN_FLIGHT)))
-        .values(status=bindparam("b_status"), finished_ms=bindparam("b_finished"), error=bindparam("b_error"))
-    )
-    conn.execute(
-        stmt,
-        [
-            {"b_id": o.retry_id, "b_status": o.status.value, "b_finished": o.finished_ms, "b_error": o.error}
-            for o in outcomes
-        ],
-    )
+    send_many(conn, _FINISH_SQL, [(o.status.value, o.finished_ms, o.error, o.retry_id) for o in outcomes])
 
 
 def mark_dispatched(conn: Connection, retry_id: str, now_ms: int) -> None:
@@ -125,13 +119,13 @@ def fail_in_flight(conn: Connection, retry_id: str, now_ms: int, error: str) -> 
         .values(status=RetryStatus.FAILED.value, finished_ms=now_ms, error=error)
         .returning(*retries.c)
     ).first()
-    return _retry(row) if row is not None else None
+    return _retry(row._mapping) if row is not None else None
 
 
 def list_for(conn: Connection, artifact_id: str) -> list[Retry]:
     r = retries.c
     query = select(retries).where(r.artifact_id == artifact_id).order_by(r.attempt)
-    return [_retry(row) for row in conn.execute(query)]
+    return [_retry(row._mapping) for row in conn.execute(query)]
 
 
 # --- outbox -----------------------------------------------------------------------------------------------

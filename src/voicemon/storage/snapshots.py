@@ -15,7 +15,7 @@ from voicemon.domain.model import STAGE_COMPLETION_TYPES, EventType, Stage
 from voicemon.domain.periods import Cover
 from voicemon.domain.sketch import merge_encoded_groups
 from voicemon.domain.snapshot import Latency, SnapshotParts
-from voicemon.storage.database import concat_integers, integers_of, upsert_add, upsert_replace
+from voicemon.storage.database import concat_integers, integers_of, send_many, upsert_add_sql, upsert_replace
 from voicemon.storage.tables import STAGE_KEYS, artifacts, events, period_versions, snapshots
 
 
@@ -103,11 +103,10 @@ def bump_versions(conn: Connection, periods: Mapping[tuple[str, int], int]) -> N
     sorted order, so two writers never wait on each other in a cycle."""
     if not periods:
         return
-    rows = [
-        {"period_type": t, "period_start_ms": s, "version": n, "aggregated_version": None}
-        for (t, s), n in sorted(periods.items())
-    ]
-    conn.execute(upsert_add(conn, period_versions, ["period_type", "period_start_ms"], ["version"]), rows)
+    send_many(conn, _BUMP_SQL, [(t, s, n) for (t, s), n in sorted(periods.items())])
+
+
+_BUMP_SQL = upsert_add_sql(period_versions, ("period_type", "period_start_ms"), ("version",))
 
 
 def versions(
