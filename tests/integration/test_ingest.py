@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import NOW_MS, STAFF, Api
+from tests.conftest import BACKEND, NOW_MS, STAFF, Api
 from tests.helpers import ev
 from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS
-from voicemon.errors import IntegrityConflict
+from voicemon.errors import IntegrityConflict, StorageError
 from voicemon.service import Services
 from voicemon.service.ingest import validate_items
 from voicemon.storage import events as event_store
@@ -192,3 +192,50 @@ def test_a_replay_whose_summary_expired_writes_no_empty_summary(services: Servic
     with services.db.read() as conn:
         left = conn.execute(text("SELECT COUNT(*) FROM artifacts WHERE artifact_id = 'expired-1'")).scalar()
     assert left == 0
+
+
+def test_a_kept_connection_is_dropped_after_a_failure_but_not_after_a_refusal(services: Services) -> None:
+    kept = services.db.kept_connection()
+    try:
+        with kept.write() as conn:
+            first = conn.connection.driver_connection
+        stored = ev("artifact_received", "kept-1", NOW_MS)
+        assert services.ingest_blocking([stored], STAFF).accepted == 1
+        valid, _ = validate_items([stored], STAFF, NOW_MS, HOUR_MS)
+
+        def refused() -> None:
+            with kept.write() as conn:
+                event_store.insert_events(conn, valid)
+
+        with pytest.raises(IntegrityConflict):
+            refused()
+        with kept.write() as conn:
+            assert conn.connection.driver_connection is first
+
+        def failing() -> None:
+            with kept.write() as conn:
+                conn.execute(text("SELECT no_such_column FROM events"))
+
+        with pytest.raises(StorageError):
+            failing()
+        with kept.write() as conn:
+            assert conn.connection.driver_connection is not first
+            assert count_events(conn) == 1
+    finally:
+        kept.close()
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="a server closing its connections")
+def test_ingestion_goes_on_after_the_server_closed_every_connection(services: Services) -> None:
+    assert services.ingest_blocking([ev("artifact_received", "restart-1", NOW_MS)], STAFF).accepted == 1
+    with services.db.engine.connect() as conn:
+        closed = conn.execute(
+            text(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    assert closed, "the writer's kept connection was open"
+    result = services.ingest_blocking([ev("artifact_received", "restart-2", NOW_MS)], STAFF)
+    assert result.accepted == 1
+    assert services.queries.artifact(STAFF, "restart-2").summary.event_count == 1

@@ -43,6 +43,8 @@ class GroupCommitWriter:
         self._max_events = max_events
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # Only the writer thread uses it.
+        self._connection = db.kept_connection()
 
     def start(self) -> None:
         if self._thread is None:
@@ -55,6 +57,7 @@ class GroupCommitWriter:
             self._queue.put(_STOP)
             self._thread.join()
             self._thread = None
+            self._connection.close()
 
     def submit(self, events: Sequence[Event]) -> Future[set[str]]:
         """Queue events for the next commit; the future gives the ids this request newly stored."""
@@ -109,16 +112,26 @@ class GroupCommitWriter:
             job.future.set_result(mine)
 
     def _write(self, events: Sequence[Event]) -> set[str]:
-        for attempt in range(MAX_CONFLICT_RETRIES):
+        conflicts = 0
+        fresh_connection = False
+        while True:
             try:
-                with self._db.write(pipelined=True) as conn:
+                with self._connection.write(pipelined=True) as conn:
                     return store_events(conn, events, self._clock.now_ms())
             except IntegrityConflict:
+                conflicts += 1
+                if conflicts == MAX_CONFLICT_RETRIES:
+                    raise StorageError("events kept being stored concurrently; try again") from None
                 logger.info(
                     "ingest conflict, redoing",
-                    extra={"action": "ingest_conflict_retry", "attempt": attempt + 1},
+                    extra={"action": "ingest_conflict_retry", "attempt": conflicts},
                 )
-        raise StorageError("events kept being stored concurrently; try again")
+            except StorageError:
+                # The kept connection may have been closed while idle (a database restart or failover):
+                # the transaction is tried once more, on a fresh connection.
+                if fresh_connection:
+                    raise
+                fresh_connection = False
 
 
 def _as_storage_error(exc: Exception) -> Exception:
