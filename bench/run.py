@@ -316,8 +316,7 @@ def fill_raw(svc: Services, items: list[dict[str, Any]], now_ms: int) -> None:
         for i in range(0, len(timed), 20_000):
             bulk_insert(conn, events_table, INSERT_COLUMNS, [_to_row(e) for e in timed[i : i + 20_000]])
         rows = [artifact_store._to_row(s) for s in states.values()]
-        for i in range(0, len(rows), 5000):
-            conn.execute(artifacts.insert(), rows[i : i + 5000])
+        bulk_insert(conn, artifacts, artifact_store._COLUMNS, rows)
         add_to_buckets(conn, bucket_deltas(timed))
         bump_versions(conn, touched_periods(timed))
 

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from voicemon.storage.database import upsert_replace
+from voicemon.storage.database import ask_keys, upsert_replace
 from voicemon.storage.tables import orgs
-
-IN_CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,16 +19,13 @@ class OrgRecord:
 
 
 def names_of(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
-    """Names of many organizations in one query per 1000 ids (seed lessons 3, 4); unknown ids are absent."""
-    wanted = sorted(set(ids))
-    names: dict[str, str] = {}
-    for i in range(0, len(wanted), IN_CHUNK):
-        chunk = wanted[i : i + IN_CHUNK]
-        rows = conn.execute(
-            select(orgs.c.organization_id, orgs.c.name).where(orgs.c.organization_id.in_(chunk))
-        )
-        names.update({r.organization_id: r.name for r in rows})
-    return names
+    """Names of many organizations in one query (seed lessons 3, 4); unknown ids are absent. The ids go
+    as one array parameter on PostgreSQL: a breakdown of 1000 organizations spent more time building
+    and converting a 1000-parameter IN list than the database took to answer it."""
+    rows = ask_keys(
+        conn, "SELECT organization_id, name FROM orgs WHERE organization_id {keys}", sorted(set(ids))
+    )
+    return dict(rows())
 
 
 def list_orgs(conn: Connection) -> list[OrgRecord]:

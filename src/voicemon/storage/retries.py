@@ -12,7 +12,6 @@ from voicemon.domain.retries import IN_FLIGHT, Outcome, Retry, RetryStage, Retry
 from voicemon.storage.database import Answer, ask_keys, send_many
 from voicemon.storage.tables import outbox, retries
 
-IN_CHUNK = 1000
 OUTBOX_PENDING = "pending"
 OUTBOX_DELIVERED = "delivered"
 OUTBOX_DEAD = "dead"
