@@ -45,7 +45,8 @@ _VECTOR_MIN = 32
 
 class _Dense(NamedTuple):
     """A sketch as arrays, read-only: what decoding and merging produce. ``bins[i]`` counts key
-    ``first + i``; the first and last bins are not empty (or there are none)."""
+    ``first + i``; the first and last bins are not empty (or there are none). ``samples``: the number of
+    samples, summed once when the arrays are made (a breakdown of 1000 organizations asks for it often)."""
 
     zero: float
     total: float
@@ -53,10 +54,7 @@ class _Dense(NamedTuple):
     high: float
     first: int
     bins: NDArray[np.float64]
-
-    @property
-    def samples(self) -> int:
-        return int(self.zero + self.bins.sum())
+    samples: int
 
 
 _MAPPING = DDSketch(RELATIVE_ACCURACY)._mapping
@@ -108,7 +106,7 @@ class LatencySketch:
             bins = np.asarray(store.bins[first - store.offset : store.max_key - store.offset + 1])
         else:
             first, bins = 0, _NO_BINS
-        return _Dense(sk._zero_count, sk._sum, sk._min, sk._max, first, bins)
+        return _Dense(sk._zero_count, sk._sum, sk._min, sk._max, first, bins, int(sk.count))
 
     @property
     def count(self) -> int:
@@ -204,9 +202,11 @@ class LatencySketch:
     ) -> LatencySketch:
         out = cls()
         bins = np.asarray(bins, dtype=np.float64)
-        out._dense = _Dense(float(zero_count), float(total), float(low), float(high), int(first), bins)
-        if out._dense.samples == 0:
-            out._dense = None
+        count = int(zero_count + bins.sum())
+        if count:
+            out._dense = _Dense(
+                float(zero_count), float(total), float(low), float(high), int(first), bins, count
+            )
         return out
 
 
