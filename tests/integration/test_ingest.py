@@ -14,6 +14,7 @@ from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS
 from voicemon.errors import IntegrityConflict, StorageError
 from voicemon.service import Services
 from voicemon.service.ingest import validate_items
+from voicemon.storage import database
 from voicemon.storage import events as event_store
 from voicemon.storage.counters import add_to_buckets
 from voicemon.storage.events import count_events
@@ -239,3 +240,14 @@ def test_ingestion_goes_on_after_the_server_closed_every_connection(services: Se
     result = services.ingest_blocking([ev("artifact_received", "restart-2", NOW_MS)], STAFF)
     assert result.accepted == 1
     assert services.queries.artifact(STAFF, "restart-2").summary.event_count == 1
+
+
+def test_a_failed_driver_read_is_a_storage_error(services: Services) -> None:
+    """Reads that go through the driver's own cursor (organization names) fail like any other read."""
+
+    def read_missing_table() -> None:
+        with services.db.read() as conn:
+            database.ask_keys(conn, "SELECT x FROM no_such_table WHERE x {keys}", ["a"])()
+
+    with pytest.raises(StorageError):
+        read_missing_table()

@@ -86,8 +86,8 @@ def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[s
         unique.setdefault(event.event_id, event)
     # The reads go out together (one round trip on PostgreSQL): whether each id is stored, the artifacts'
     # summaries, locked, and their retries in flight. The last two are asked for every artifact of the
-    # batch, before the duplicates are known: a duplicate's artifact exists already, so this locks a row
-    # at most, and never writes one.
+    # batch, before the duplicates are known: a duplicate's artifact exists already, so this locks one
+    # more row at most (or, if its summary expired, writes an empty row that is removed again below).
     artifact_ids = sorted({e.artifact_id for e in unique.values() if e.artifact_id is not None})
     # A completion or failure of an artifact with a retry in flight ends that retry (SPEC 9), and the
     # retry_succeeded / retry_failed event it logs is stored with the events that caused it.

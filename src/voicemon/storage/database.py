@@ -93,7 +93,7 @@ class Database:
                         isolation_level="REPEATABLE READ", postgresql_readonly=True
                     )
                 yield conn
-        except (OperationalError, DBAPIError) as exc:
+        except (OperationalError, DBAPIError, self._driver_error) as exc:
             raise StorageError(f"database read failed: {exc.__class__.__name__}") from exc
 
     @contextmanager
@@ -161,6 +161,22 @@ class KeptConnection:
         except StorageError:
             self.close(broken=True)
             raise
+        except BaseException:
+            self._end_failed_transaction()
+            raise
+
+    def _end_failed_transaction(self) -> None:
+        """When a COMMIT fails (a unique rule refused a queued insert), SQLAlchemy leaves the driver's
+        failed transaction open; the pool would roll it back on return, but this connection stays out.
+        Roll it back here, or drop the connection if even that fails."""
+        if self._plain is None:
+            return
+        try:
+            raw = self._plain.connection.driver_connection
+            assert raw is not None
+            raw.rollback()
+        except Exception:
+            self.close(broken=True)
 
     def close(self, *, broken: bool = False) -> None:
         plain, self._plain = self._plain, None
