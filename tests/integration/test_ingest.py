@@ -13,6 +13,7 @@ from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS
 from voicemon.errors import IntegrityConflict, StorageError
 from voicemon.service import Services
+from voicemon.service import writer as writer_module
 from voicemon.service.ingest import validate_items
 from voicemon.storage import database
 from voicemon.storage import events as event_store
@@ -251,3 +252,23 @@ def test_a_failed_driver_read_is_a_storage_error(services: Services) -> None:
 
     with pytest.raises(StorageError):
         read_missing_table()
+
+
+def test_a_database_that_keeps_failing_is_a_503_after_one_retry(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer tries a failed commit once more on a fresh connection, and then gives up: the client
+    gets a 503 (and retries later), the writer does not spin."""
+    driver = api.services.db.engine.dialect.loaded_dbapi
+    attempts = []
+
+    def failing(*_: Any) -> set[str]:
+        attempts.append(1)
+        if len(attempts) > 3:
+            raise RuntimeError("the writer kept retrying")
+        raise driver.OperationalError("the database is gone")
+
+    monkeypatch.setattr(writer_module, "store_events", failing)
+    r = api.call("POST", "/v1/events", json=ev("artifact_received", "gone-1", NOW_MS))
+    assert r.status_code == 503, r.text
+    assert len(attempts) == 2

@@ -131,7 +131,7 @@ class GroupCommitWriter:
                 # the transaction is tried once more, on a fresh connection.
                 if fresh_connection:
                     raise
-                fresh_connection = False
+                fresh_connection = True
 
 
 def _as_storage_error(exc: Exception) -> Exception:
