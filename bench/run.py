@@ -55,7 +55,6 @@ from voicemon.storage.counters import add_to_buckets
 from voicemon.storage.database import bulk_insert
 from voicemon.storage.events import INSERT_COLUMNS, _to_row
 from voicemon.storage.snapshots import bump_versions
-from voicemon.storage.tables import artifacts
 from voicemon.storage.tables import events as events_table
 
 STAFF = Principal("bench", "bench", Role.STAFF)
@@ -317,8 +316,7 @@ def fill_raw(svc: Services, items: list[dict[str, Any]], now_ms: int) -> None:
     with svc.db.write() as conn:
         for i in range(0, len(timed), 20_000):
             bulk_insert(conn, events_table, INSERT_COLUMNS, [_to_row(e) for e in timed[i : i + 20_000]])
-        rows = [artifact_store._to_row(s) for s in states.values()]
-        bulk_insert(conn, artifacts, artifact_store._COLUMNS, rows)
+        artifact_store.insert_artifacts(conn, list(states.values()))
         add_to_buckets(conn, bucket_deltas(timed))
         bump_versions(conn, touched_periods(timed))
 

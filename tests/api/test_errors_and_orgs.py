@@ -138,7 +138,7 @@ def test_forged_cursors_are_422_not_a_server_error(api: Api, path: str, cursor: 
 
 
 @pytest.mark.parametrize(
-    ("path", "cursor"), [("/v1/events", ("ev", 2**62, 7)), ("/v1/artifacts", ("art", 5, "z"))]
+    ("path", "cursor"), [("/v1/events", ("ev", 2**62, 7)), ("/v1/artifacts", ("art", 5, "z", "org-z"))]
 )
 def test_hand_made_cursors_in_range_are_served(api: Api, path: str, cursor: tuple[object, ...]) -> None:
     assert items_of(api.call("GET", f"{path}?cursor={_cursor(*cursor)}")) == []

@@ -165,7 +165,13 @@ def test_webhook_delivery_backs_off_and_ends_dispatched(
     now = clock.now_ms()
     events = [
         ev("artifact_received", "a1", now - 5 * MINUTE_MS, organization_id="org-w", voice_note_id="vn-9"),
-        ev("draft_generation_failed", "a1", now - 4 * MINUTE_MS, error_message="llm down"),
+        ev(
+            "draft_generation_failed",
+            "a1",
+            now - 4 * MINUTE_MS,
+            organization_id="org-w",
+            error_message="llm down",
+        ),
     ]
     assert api.call("POST", "/v1/events", json={"events": events}).json()["accepted"] == 2
     r = api.call("POST", "/v1/artifacts/a1/retries", json={"stage": "draft_generation", "reason": "llm back"})

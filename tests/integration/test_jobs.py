@@ -285,6 +285,7 @@ def _insert_expiring_rows(services: Services, now: int) -> dict[str, int]:
             artifacts.insert(),
             [
                 {
+                    "owner": "",
                     "artifact_id": f"art-{t}",
                     "status": "completed",
                     "first_event_at_ms": t - DAY_MS,

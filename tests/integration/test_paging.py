@@ -295,8 +295,9 @@ def test_artifacts_arriving_while_paging_never_duplicate_or_hide_a_row(api: Api)
 
     def meanwhile(n: int, last: dict[str, Any]) -> None:
         at = parse_time(last["received_at"])
-        seen_one = last["artifact_id"]
+        seen_one, seen_org = last["artifact_id"], last["organization_id"]
         not_yet = expected[-1 - n]
+        not_yet_org = ORGS[int(not_yet.removeprefix("pa-")) % 3]
         post(
             api,
             [
@@ -304,10 +305,10 @@ def test_artifacts_arriving_while_paging_never_duplicate_or_hide_a_row(api: Api)
                 ev("artifact_received", f"older-{n}", at - rng.randrange(1, 20) * MINUTE_MS),
                 ev("artifact_received", f"tied-{n}", at),
                 # existing artifacts, already listed or not, with newer and older events
-                ev("claims_extracted", seen_one, NOW_MS - SECOND_MS),
-                ev("transcription_completed", seen_one, at - 40 * MINUTE_MS),
-                ev("artifact_completed", not_yet, NOW_MS),
-                ev("draft_confirmed", not_yet, at - 45 * MINUTE_MS),
+                ev("claims_extracted", seen_one, NOW_MS - SECOND_MS, organization_id=seen_org),
+                ev("transcription_completed", seen_one, at - 40 * MINUTE_MS, organization_id=seen_org),
+                ev("artifact_completed", not_yet, NOW_MS, organization_id=not_yet_org),
+                ev("draft_confirmed", not_yet, at - 45 * MINUTE_MS, organization_id=not_yet_org),
             ],
         )
 

@@ -19,19 +19,21 @@ def test_a_read_does_not_see_a_write_committed_while_it_runs(services: Services)
     t0 = NOW_MS - 10 * MINUTE_MS
     services.ingest_blocking([ev("artifact_received", "r1", t0, organization_id="o1")], STAFF)
     with services.db.read() as conn:
-        before = artifact_store.get_artifact(conn, "r1")
+        before = artifact_store.get_artifact(conn, ("o1", "r1"))
         assert before is not None
         assert before.status.value == "received"
         # A writer commits while the read is open (the group-commit writer uses its own connection).
-        result = services.ingest_blocking([ev("transcription_started", "r1", t0 + 1000)], STAFF)
+        result = services.ingest_blocking(
+            [ev("transcription_started", "r1", t0 + 1000, organization_id="o1")], STAFF
+        )
         assert result.accepted == 1
-        again = artifact_store.get_artifact(conn, "r1")
-        timeline = event_store.timeline(conn, "r1")
+        again = artifact_store.get_artifact(conn, ("o1", "r1"))
+        timeline = event_store.timeline(conn, ("o1", "r1"))
     assert again is not None
     assert again.status.value == "received"
     assert [s.event.event_type.value for s in timeline] == ["artifact_received"]
     with services.db.read() as conn:
-        after = artifact_store.get_artifact(conn, "r1")
+        after = artifact_store.get_artifact(conn, ("o1", "r1"))
     assert after is not None
     assert after.status.value == "transcribing"
 

@@ -21,12 +21,16 @@ def _at(minute: int, second: int = 0) -> int:
 def worked_example_events() -> list[dict[str, Any]]:
     a, b = "org-a", "org-b"
     out: list[dict[str, Any]] = []
+
     # 10 received (4 of them org B), 7 completed, 2 failed. Artifact k is received at minute k and,
     # for k < 7, completed 10 + k minutes later: end-to-end times 10..16 minutes.
+    def org(k: int) -> str:
+        return b if k >= 6 else a
+
     for k in range(10):
-        out.append(ev("artifact_received", f"w{k}", _at(k), organization_id=b if k >= 6 else a))
+        out.append(ev("artifact_received", f"w{k}", _at(k), organization_id=org(k)))
     for k in range(7):
-        out.append(ev("artifact_completed", f"w{k}", _at(k + 10 + k), organization_id=a))
+        out.append(ev("artifact_completed", f"w{k}", _at(k + 10 + k), organization_id=org(k)))
     for k in (7, 8):
         out.append(ev("artifact_failed", f"w{k}", _at(40), organization_id=a))
     for i, d in enumerate((1000, 2000, 3000, 4000)):
@@ -139,7 +143,7 @@ def test_org_rows_split_the_hour(example_api: Api) -> None:
     (b,) = _history(example_api, "org-b")
     assert a["organization_id"] == "org-a"
     assert (a["artifacts_received"], b["artifacts_received"]) == (6, 4)
-    assert (b["artifacts_completed"], b["total_ai_cost_usd"]) == (0, 0)
+    assert (b["artifacts_completed"], b["total_ai_cost_usd"]) == (1, 0)
     assert b["stages"][0]["latency_ms"] == {"count": 0, "avg": None, "p50": None, "p95": None, "p99": None}
     r = example_api.call(
         "GET", "/v1/metrics/orgs", params={"start": format_time(HOUR), "end": format_time(HOUR + HOUR_MS)}

@@ -119,6 +119,7 @@ def retry_out(r: Retry) -> dict[str, Any]:
     return {
         "retry_id": r.retry_id,
         "artifact_id": r.artifact_id,
+        "organization_id": r.organization_id,
         "stage": r.stage.value,
         "attempt": r.attempt,
         "requested_by": r.requested_by,

@@ -15,6 +15,16 @@ from voicemon.domain.access import Role, require_role
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
 ArtifactPath = Annotated[str, Path(min_length=1, max_length=128)]
+OrganizationQuery = Annotated[str | None, Query(min_length=1, max_length=128)]
+# An artifact is named by its id and its organization: two organizations may use one id (decision 0012).
+OwnerQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=128,
+        description="the artifact's organization; needed only when several organizations use this id",
+    ),
+]
 
 StatusFilter = Literal[
     "received", "transcribing", "transcribed", "processing", "completed", "failed", "active", "stuck"
@@ -28,7 +38,7 @@ def list_artifacts(
     limit: LimitQuery = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status: StatusFilter | None = None,
-    organization_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    organization_id: OrganizationQuery = None,
 ) -> dict[str, Any]:
     require_role(principal, Role.VIEWER, Role.STAFF)
     page = services.queries.list_artifacts(principal, status, organization_id, cursor, limit)
@@ -38,16 +48,17 @@ def list_artifacts(
 @router.get(
     "/{artifact_id}",
     response_model=ArtifactDetailOut,
-    responses={404: {"model": ErrorReply}},
+    responses={404: {"model": ErrorReply}, 409: {"model": ErrorReply}},
     summary="One artifact: summary, timeline (oldest first) and retries",
 )
 def get_artifact(
     services: ServicesDep,
     principal: PrincipalDep,
     artifact_id: ArtifactPath,
+    organization_id: OwnerQuery = None,
 ) -> dict[str, Any]:
     require_role(principal, Role.VIEWER, Role.STAFF)
-    detail = services.queries.artifact(principal, artifact_id)
+    detail = services.queries.artifact(principal, artifact_id, organization_id)
     body = artifact_out(detail.summary, detail.stuck)
     body["timeline"] = [event_out(e) for e in detail.timeline]
     body["retries"] = [retry_out(r) for r in detail.retries]
@@ -67,18 +78,28 @@ def get_artifact(
     summary="Retry a failed artifact from one stage or in full (staff)",
 )
 def post_retry(
-    services: ServicesDep, principal: PrincipalDep, artifact_id: ArtifactPath, body: RetryIn
+    services: ServicesDep,
+    principal: PrincipalDep,
+    artifact_id: ArtifactPath,
+    body: RetryIn,
+    organization_id: OwnerQuery = None,
 ) -> dict[str, Any]:
     """Committed in one transaction; the pipeline is told after the commit, and the retry's outcome is
     followed from the artifact's next completion or failure."""
-    return retry_out(services.retries.request(principal, artifact_id, body.stage, body.reason))
+    retry = services.retries.request(principal, artifact_id, body.stage, body.reason, organization_id)
+    return retry_out(retry)
 
 
 @router.get(
     "/{artifact_id}/retries",
     response_model=RetryList,
-    responses={404: {"model": ErrorReply}},
+    responses={404: {"model": ErrorReply}, 409: {"model": ErrorReply}},
     summary="Retry history of one artifact, oldest first",
 )
-def list_retries(services: ServicesDep, principal: PrincipalDep, artifact_id: ArtifactPath) -> dict[str, Any]:
-    return {"items": [retry_out(r) for r in services.retries.list(principal, artifact_id)]}
+def list_retries(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    artifact_id: ArtifactPath,
+    organization_id: OwnerQuery = None,
+) -> dict[str, Any]:
+    return {"items": [retry_out(r) for r in services.retries.list(principal, artifact_id, organization_id)]}

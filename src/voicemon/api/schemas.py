@@ -267,6 +267,7 @@ class RetryIn(Strict):
 class RetryOut(BaseModel):
     retry_id: str
     artifact_id: str
+    organization_id: str | None
     stage: Literal["transcription", "claims_extraction", "entity_resolution", "draft_generation", "full"]
     attempt: int
     requested_by: str

@@ -8,22 +8,29 @@ duration (the earlier system's latencies were always 0 because it could not do t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from copy import copy
 from dataclasses import dataclass, field, replace
 
-from voicemon.domain.access import Principal, can_see_organization
+from voicemon.domain.access import Principal, can_see_organization, visible_organization
 from voicemon.domain.events import MAX_DURATION_MS, Event
 from voicemon.domain.model import (
     ACTIVE_STATUSES,
     STARTED_TYPES,
     TIMED_TYPES,
+    ArtifactKey,
     EventType,
     Stage,
     Status,
+    artifact_key,
     status_set_by,
 )
 from voicemon.domain.retries import RESET_STAGE, RESET_STATUS, RetryStage
-from voicemon.errors import NotFoundError
+from voicemon.errors import ConflictError, NotFoundError
+
+
+def event_key(event: Event) -> ArtifactKey | None:
+    return artifact_key(event.organization_id, event.artifact_id) if event.artifact_id is not None else None
 
 
 @dataclass(slots=True)
@@ -57,6 +64,10 @@ class ArtifactState:
     stage_started_ms: dict[str, int] = field(default_factory=dict)
 
     @property
+    def key(self) -> ArtifactKey:
+        return artifact_key(self.organization_id, self.artifact_id)
+
+    @property
     def listed_at_ms(self) -> int:
         """The time lists sort by: when it was received, or first seen if no receipt arrived yet."""
         return self.received_at_ms if self.received_at_ms is not None else self.first_event_at_ms
@@ -65,18 +76,45 @@ class ArtifactState:
         return self.status in ACTIVE_STATUSES and self.last_event_at_ms < now_ms - stuck_after_ms
 
 
-def visible_to(principal: Principal, artifact_id: str, state: ArtifactState | None) -> ArtifactState:
-    """The artifact, if it exists and the caller may see it; otherwise 404 ``artifact_not_found`` (an
-    artifact of another organization is not revealed to exist)."""
-    if state is None or not can_see_organization(principal, state.organization_id):
+def choose_artifact(
+    principal: Principal, artifact_id: str, organization_id: str | None, candidates: Sequence[ArtifactState]
+) -> ArtifactState:
+    """The one artifact a request names, among the stored artifacts with this id (of any organization).
+
+    ``organization_id`` completes the name. Omitted, it is the caller's own organization for a scoped
+    key; for an unscoped key it is the artifact of no organization if there is one, else the only
+    artifact with this id. Raises 404 ``artifact_not_found`` when the caller sees none (another
+    organization's artifact is not revealed to exist), 403 when a scoped key names another organization,
+    and 409 ``ambiguous_artifact`` when several organizations use the id and none was named.
+    """
+    scope = visible_organization(principal, organization_id)
+    seen = [
+        c
+        for c in candidates
+        if c.artifact_id == artifact_id and can_see_organization(principal, c.organization_id)
+    ]
+    if scope is not None:
+        seen = [c for c in seen if c.organization_id == scope]
+    elif len(seen) > 1:
+        unowned = [c for c in seen if c.organization_id is None]
+        if unowned:
+            return unowned[0]
+        orgs = ", ".join(sorted(c.organization_id or "" for c in seen))
+        raise ConflictError(
+            f"artifact id {artifact_id!r} is used by several organizations ({orgs}); name one with"
+            " organization_id",
+            code="ambiguous_artifact",
+        )
+    if not seen:
         raise NotFoundError(f"no artifact {artifact_id!r}", code="artifact_not_found")
-    return state
+    return seen[0]
 
 
 def new_artifact(event: Event) -> ArtifactState:
     assert event.artifact_id is not None
     return ArtifactState(
         artifact_id=event.artifact_id,
+        organization_id=event.organization_id,
         first_event_at_ms=event.timestamp_ms,
         last_event_at_ms=event.timestamp_ms,
     )
@@ -105,8 +143,6 @@ def _apply_in_place(s: ArtifactState, event: Event) -> Event:
     s.total_cost_nusd += event.cost_nusd
     s.first_event_at_ms = min(s.first_event_at_ms, ts)
     s.last_event_at_ms = max(s.last_event_at_ms, ts)
-    if s.organization_id is None:
-        s.organization_id = event.organization_id
     if s.voice_note_id is None:
         s.voice_note_id = event.voice_note_id
     if s.coach_user_id is None:
@@ -198,20 +234,20 @@ def _set_status(s: ArtifactState, event: Event, status: Status) -> None:
 
 
 def fold(
-    events: list[Event], existing: dict[str, ArtifactState]
-) -> tuple[dict[str, ArtifactState], list[Event]]:
-    """Apply events in arrival order; returns the touched summaries (new objects; ``existing`` is left
-    as it was) and the events with durations filled."""
-    states: dict[str, ArtifactState] = {}
+    events: list[Event], existing: dict[ArtifactKey, ArtifactState]
+) -> tuple[dict[ArtifactKey, ArtifactState], list[Event]]:
+    """Apply events in arrival order, each to the artifact of its own organization; returns the touched
+    summaries (new objects; ``existing`` is left as it was) and the events with durations filled."""
+    states: dict[ArtifactKey, ArtifactState] = {}
     out: list[Event] = []
     for event in events:
-        artifact_id = event.artifact_id
-        if artifact_id is None:
+        key = event_key(event)
+        if key is None:
             out.append(event)
             continue
-        state = states.get(artifact_id)
+        state = states.get(key)
         if state is None:
-            known = existing.get(artifact_id)
-            state = states[artifact_id] = copy(known) if known is not None else new_artifact(event)
+            known = existing.get(key)
+            state = states[key] = copy(known) if known is not None else new_artifact(event)
         out.append(_apply_in_place(state, event))
     return {**existing, **states}, out

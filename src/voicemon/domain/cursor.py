@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TypeVar
+from typing import Any
 
 import orjson
 
 from voicemon.errors import ValidationError
 
-K = TypeVar("K", int, str)
-
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def encode_cursor(kind: str, key: tuple[int, int | str]) -> str:
+def encode_cursor(kind: str, key: tuple[int | str, ...]) -> str:
     raw = orjson.dumps([kind, *key])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, kind: str, second: type[K]) -> tuple[int, K]:
-    """The (time, tie-breaker) key inside ``cursor``; :class:`ValidationError` if it is not one of ours."""
+def decode_cursor(cursor: str, kind: str, *rest: type) -> tuple[Any, ...]:
+    """The (time, tie-breakers...) key inside ``cursor``, the tie-breakers of the types ``rest``;
+    :class:`ValidationError` if it is not one of ours."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -29,12 +28,11 @@ def decode_cursor(cursor: str, kind: str, second: type[K]) -> tuple[int, K]:
         value = None
     if (
         isinstance(value, list)
-        and len(value) == 3
+        and len(value) == 2 + len(rest)
         and value[0] == kind
-        and _fits(value[1], int)
-        and _fits(value[2], second)
+        and all(_fits(v, t) for v, t in zip(value[1:], (int, *rest), strict=True))
     ):
-        return value[1], value[2]
+        return tuple(value[1:])
     raise ValidationError("is not a cursor this list returned", code="invalid_cursor", field="cursor")
 
 

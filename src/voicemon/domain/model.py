@@ -4,6 +4,21 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# An artifact is named by its organization and its id (decision 0012): two organizations that pick the
+# same id have two artifacts, and an event joins only the artifact of its own organization. The owner of
+# an artifact of no organization is "" (never a valid organization id).
+ArtifactKey = tuple[str, str]
+NO_OWNER = ""
+
+
+def artifact_key(organization_id: str | None, artifact_id: str) -> ArtifactKey:
+    """``(owner, artifact_id)``: the owner is the organization, or ``""`` for none."""
+    return (organization_id or NO_OWNER, artifact_id)
+
+
+def owner_organization(owner: str) -> str | None:
+    return owner or None
+
 
 class Stage(StrEnum):
     INGESTION = "ingestion"

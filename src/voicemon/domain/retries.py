@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from voicemon.domain.events import Event
-from voicemon.domain.model import FAILURE_TYPES, EventType, Stage, Status
+from voicemon.domain.model import FAILURE_TYPES, ArtifactKey, EventType, Stage, Status, artifact_key
 from voicemon.domain.timeutil import HOUR_MS
 
 MAX_RETRIES_PER_HOUR = 10
@@ -61,6 +61,7 @@ RESET_STAGE: dict[RetryStage, Stage] = {
 class Retry:
     retry_id: str
     artifact_id: str
+    organization_id: str | None
     stage: RetryStage
     attempt: int
     requested_by: str
@@ -70,6 +71,10 @@ class Retry:
     dispatched_ms: int | None = None
     finished_ms: int | None = None
     error: str | None = None
+
+    @property
+    def key(self) -> ArtifactKey:
+        return artifact_key(self.organization_id, self.artifact_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +94,15 @@ def system_event_id(retry_id: str, what: str) -> str:
 
 
 def decide_outcomes(
-    events: Iterable[Event], in_flight: Mapping[str, Retry], make_event: EventMaker
+    events: Iterable[Event], in_flight: Mapping[ArtifactKey, Retry], make_event: EventMaker
 ) -> list[Outcome]:
     """The retries that newly stored events end: the first completion or failure of the artifact at or
     after the retry's start decides it."""
     decided: dict[str, Outcome] = {}
     for event in sorted(events, key=lambda e: e.timestamp_ms):
-        retry = in_flight.get(event.artifact_id or "")
+        if event.artifact_id is None:
+            continue
+        retry = in_flight.get(artifact_key(event.organization_id, event.artifact_id))
         if retry is None or retry.retry_id in decided or event.timestamp_ms < retry.created_ms:
             continue
         if event.event_type is EventType.ARTIFACT_COMPLETED:
@@ -119,15 +126,15 @@ def decide_outcomes(
 
 
 class EventMaker:
-    """Builds the system events a retry logs; given the ingestion context (org, voice note) of the
+    """Builds the system events a retry logs, in the retry's organization; given the voice note of each
     artifact by the caller."""
 
-    def __init__(self, context: Mapping[str, tuple[str | None, str | None]], received_ms: int) -> None:
-        self._context = context
+    def __init__(self, voice_notes: Mapping[ArtifactKey, str | None], received_ms: int) -> None:
+        self._voice_notes = voice_notes
         self._received_ms = received_ms
 
     def __call__(self, retry: Retry, event_type: EventType, ts_ms: int, error: str | None) -> Event:
-        org, voice_note = self._context.get(retry.artifact_id, (None, None))
+        org, voice_note = retry.organization_id, self._voice_notes.get(retry.key)
         what = {
             EventType.RETRY_INITIATED: "initiated",
             EventType.RETRY_SUCCEEDED: "succeeded",

@@ -18,7 +18,7 @@ from typing import Protocol
 import httpx
 
 from voicemon.clock import Clock
-from voicemon.domain.model import EventType
+from voicemon.domain.model import EventType, artifact_key
 from voicemon.domain.retries import EventMaker, backoff_ms
 from voicemon.service.ingest import store_events
 from voicemon.service.retries import RetryCommand
@@ -142,7 +142,8 @@ class RetryDispatcher:
     def _deliver(self, entry: OutboxEntry) -> None:
         command = RetryCommand.from_json(entry.payload)
         with self._db.read() as conn:
-            flying = retry_store.in_flight(conn, [command.artifact_id]).get(command.artifact_id)
+            key = artifact_key(command.organization_id, command.artifact_id)
+            flying = retry_store.in_flight(conn, [key]).get(key)
         if flying is None or flying.retry_id != command.retry_id:
             # The retry ended before it was delivered (its artifact completed or failed again, or it
             # was given up on): telling the pipeline now would start work nobody is waiting for.
@@ -190,11 +191,9 @@ class RetryDispatcher:
             retry_store.settle(conn, entry.outbox_id, OUTBOX_DEAD, now_ms, error, None)
             retry = retry_store.fail_in_flight(conn, command.retry_id, now_ms, message)
             if retry is not None:
-                state = artifact_store.get_artifact(conn, retry.artifact_id)
-                context = {
-                    retry.artifact_id: (state.organization_id, state.voice_note_id) if state else (None, None)
-                }
-                event = EventMaker(context, now_ms)(retry, EventType.RETRY_FAILED, now_ms, message)
+                state = artifact_store.get_artifact(conn, retry.key)
+                notes = {retry.key: state.voice_note_id if state else None}
+                event = EventMaker(notes, now_ms)(retry, EventType.RETRY_FAILED, now_ms, message)
                 store_events(conn, [event], now_ms)
         logger.error(
             "retry undeliverable", extra={"action": "retry_undeliverable", "retry_id": command.retry_id}

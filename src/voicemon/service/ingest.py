@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from voicemon.domain.access import Principal
-from voicemon.domain.artifacts import ArtifactState, fold
+from voicemon.domain.artifacts import ArtifactState, event_key, fold
 from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.events import Event, FieldError, ValidationContext, validate_event
 from voicemon.domain.ids import time_ordered_id
-from voicemon.domain.model import FAILURE_TYPES, EventType
+from voicemon.domain.model import FAILURE_TYPES, ArtifactKey, EventType
 from voicemon.domain.periods import touched_periods
 from voicemon.domain.retries import EventMaker, decide_outcomes
 from voicemon.storage import artifacts as artifact_store
@@ -88,41 +88,46 @@ def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[s
     # summaries, locked, and their retries in flight. The last two are asked for every artifact of the
     # batch, before the duplicates are known: a duplicate's artifact exists already, so this locks one
     # more row at most (or, if its summary expired, writes an empty row that is removed again below).
-    artifact_ids = sorted({e.artifact_id for e in unique.values() if e.artifact_id is not None})
+    # An artifact is named by its organization and id: an event never touches another organization's.
+    keys = sorted({k for e in unique.values() if (k := event_key(e)) is not None})
     # A completion or failure of an artifact with a retry in flight ends that retry (SPEC 9), and the
     # retry_succeeded / retry_failed event it logs is stored with the events that caused it.
-    endings = {e.artifact_id for e in unique.values() if e.event_type in OUTCOME_TYPES and e.artifact_id}
+    endings = {
+        k for e in unique.values() if e.event_type in OUTCOME_TYPES and (k := event_key(e)) is not None
+    }
     stored = event_store.ask_stored_ids(conn, list(unique))
-    locked = artifact_store.ask_locked(conn, artifact_ids, now_ms)
+    locked = artifact_store.ask_locked(conn, keys, now_ms)
     retries_in_flight = retry_store.ask_in_flight(conn, sorted(endings))
 
     known = stored()
     fresh = [e for e in unique.values() if e.event_id not in known]
     before, flying = locked(), retries_in_flight()
-    changed = sorted({e.artifact_id for e in fresh if e.artifact_id is not None})
+    changed = sorted({k for e in fresh if (k := event_key(e)) is not None})
     # Rare: every event of an artifact was a duplicate and its summary had expired. Nothing to save.
-    artifact_store.drop_placeholders(conn, sorted(set(artifact_ids) - set(changed) - set(before)))
+    artifact_store.drop_placeholders(conn, sorted(set(keys) - set(changed) - set(before)))
     if not fresh:
         return set()
-    outcomes = decide_outcomes(fresh, flying, EventMaker(_context(before, fresh), now_ms)) if flying else []
+    outcomes = (
+        decide_outcomes(fresh, flying, EventMaker(_voice_notes(before, fresh), now_ms)) if flying else []
+    )
     after, timed = fold([*fresh, *(o.event for o in outcomes)], before)
 
     # The writes return nothing: on PostgreSQL they travel with the COMMIT.
     event_store.insert_events(conn, timed)
-    artifact_store.save_artifacts(conn, [after[i] for i in changed], set(before))
+    artifact_store.save_artifacts(conn, [after[k] for k in changed], set(before))
     counter_store.add_to_buckets(conn, bucket_deltas(timed))
     snapshot_store.bump_versions(conn, touched_periods(timed))
     retry_store.finish_many(conn, outcomes)
     return {e.event_id for e in timed}
 
 
-def _context(
-    before: dict[str, ArtifactState], fresh: Sequence[Event]
-) -> dict[str, tuple[str | None, str | None]]:
-    """Organization and voice note of each artifact, for the events a retry logs."""
-    out = {aid: (s.organization_id, s.voice_note_id) for aid, s in before.items()}
+def _voice_notes(
+    before: dict[ArtifactKey, ArtifactState], fresh: Sequence[Event]
+) -> dict[ArtifactKey, str | None]:
+    """Voice note of each artifact, for the events a retry logs."""
+    out = {key: s.voice_note_id for key, s in before.items()}
     for e in fresh:
-        if e.artifact_id is not None:
-            org, note = out.get(e.artifact_id, (None, None))
-            out[e.artifact_id] = (org or e.organization_id, note or e.voice_note_id)
+        key = event_key(e)
+        if key is not None and out.get(key) is None:
+            out[key] = e.voice_note_id
     return out

@@ -7,7 +7,7 @@ from typing import Generic, TypeVar
 
 from voicemon.clock import Clock
 from voicemon.domain.access import Principal, aggregate_scope, visible_organization
-from voicemon.domain.artifacts import ArtifactState, visible_to
+from voicemon.domain.artifacts import ArtifactState, choose_artifact
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.cursor import decode_cursor, encode_cursor
 from voicemon.domain.rates import failure_rate
@@ -83,21 +83,29 @@ class Queries:
         org = visible_organization(principal, organization_id)
         now_ms = self._clock.now_ms()
         f = ArtifactFilter(status, org, now_ms - self._stuck_after_ms)
-        after = decode_cursor(cursor, "art", str) if cursor else None
+        after = decode_cursor(cursor, "art", str, str) if cursor else None
         with self._db.read() as conn:
             rows = artifact_store.list_artifacts(conn, f, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         items = [(s, s.is_stuck(now_ms, self._stuck_after_ms)) for s in rows]
         last = rows[-1] if rows else None
-        next_cursor = encode_cursor("art", (last.listed_at_ms, last.artifact_id)) if more and last else None
+        next_cursor = (
+            encode_cursor("art", (last.listed_at_ms, last.artifact_id, last.key[0]))
+            if more and last
+            else None
+        )
         return Page(items, next_cursor)
 
-    def artifact(self, principal: Principal, artifact_id: str) -> ArtifactDetail:
+    def artifact(
+        self, principal: Principal, artifact_id: str, organization_id: str | None = None
+    ) -> ArtifactDetail:
+        """One artifact, named by its id and (when several organizations use the id) its organization."""
         with self._db.read() as conn:
-            state = visible_to(principal, artifact_id, artifact_store.get_artifact(conn, artifact_id))
-            timeline = event_store.timeline(conn, artifact_id)
-            retries = retry_store.list_for(conn, artifact_id)
+            found = artifact_store.find_artifacts(conn, artifact_id)
+            state = choose_artifact(principal, artifact_id, organization_id, found)
+            timeline = event_store.timeline(conn, state.key)
+            retries = retry_store.list_for(conn, state.key)
         stuck = state.is_stuck(self._clock.now_ms(), self._stuck_after_ms)
         return ArtifactDetail(state, stuck, timeline, retries)
 

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
+from sqlalchemy import Connection
 
 from voicemon.clock import Clock
 from voicemon.domain.access import Principal, Role, require_role
-from voicemon.domain.artifacts import visible_to
+from voicemon.domain.artifacts import ArtifactState, choose_artifact
 from voicemon.domain.ids import time_ordered_id
 from voicemon.domain.model import EventType, Status
 from voicemon.domain.retries import (
@@ -27,7 +28,7 @@ from voicemon.domain.retries import (
     RetryStage,
     RetryStatus,
 )
-from voicemon.errors import ConflictError, IntegrityConflict, RateLimitError, ValidationError
+from voicemon.errors import ConflictError, IntegrityConflict, NotFoundError, RateLimitError, ValidationError
 from voicemon.service.ingest import store_events
 from voicemon.storage import Database
 from voicemon.storage import artifacts as artifact_store
@@ -72,9 +73,18 @@ class RetryService:
         self._clock = clock
         self._on_commit = on_commit
 
-    def request(self, principal: Principal, artifact_id: str, stage: str, reason: str | None) -> Retry:
-        """Start a retry; raises NotFound (404), Conflict ``retry_in_progress`` / ``not_failed`` (409),
-        RateLimit (429) or Forbidden (403), each before anything is written."""
+    def request(
+        self,
+        principal: Principal,
+        artifact_id: str,
+        stage: str,
+        reason: str | None,
+        organization_id: str | None = None,
+    ) -> Retry:
+        """Start a retry of the artifact named by ``artifact_id`` and ``organization_id`` (see
+        :func:`~voicemon.domain.artifacts.choose_artifact`); raises NotFound (404), Conflict
+        ``retry_in_progress`` / ``not_failed`` / ``ambiguous_artifact`` (409), RateLimit (429) or
+        Forbidden (403), each before anything is written."""
         require_role(principal, Role.STAFF)
         retry_stage = _parse_stage(stage)
         if reason is not None and len(reason) > MAX_REASON_CHARS:
@@ -84,9 +94,9 @@ class RetryService:
         now_ms = self._clock.now_ms()
         try:
             with self._db.write() as conn:
-                locked = artifact_store.lock_artifacts(conn, [artifact_id], now_ms).get(artifact_id)
-                state = visible_to(principal, artifact_id, locked)
-                stats = retry_store.stats(conn, artifact_id, now_ms - RATE_WINDOW_MS)
+                state = self._locked(conn, principal, artifact_id, organization_id, now_ms)
+                key = state.key
+                stats = retry_store.stats(conn, key, now_ms - RATE_WINDOW_MS)
                 flying = stats.in_flight
                 if flying is not None:
                     raise ConflictError(
@@ -103,6 +113,7 @@ class RetryService:
                 retry = Retry(
                     retry_id=time_ordered_id(now_ms),
                     artifact_id=artifact_id,
+                    organization_id=state.organization_id,
                     stage=retry_stage,
                     attempt=stats.attempts + 1,
                     requested_by=principal.name or principal.key_id,
@@ -111,11 +122,12 @@ class RetryService:
                     created_ms=now_ms,
                 )
                 retry_store.insert_retry(conn, retry)
-                context = {artifact_id: (state.organization_id, state.voice_note_id)}
                 # The reset is a status change at the retry's time; a failure stamped a little in the
                 # future (clock skew, within the 5 minutes ingestion allows) must not outrank it.
                 reset_ms = max(now_ms, state.status_at_ms or now_ms)
-                initiated = EventMaker(context, now_ms)(retry, EventType.RETRY_INITIATED, reset_ms, None)
+                initiated = EventMaker({key: state.voice_note_id}, now_ms)(
+                    retry, EventType.RETRY_INITIATED, reset_ms, None
+                )
                 store_events(conn, [initiated], now_ms)
                 command = RetryCommand(
                     retry.retry_id,
@@ -136,12 +148,26 @@ class RetryService:
             self._on_commit()
         return retry
 
-    def list(self, principal: Principal, artifact_id: str) -> list[Retry]:
+    @staticmethod
+    def _locked(
+        conn: Connection, principal: Principal, artifact_id: str, organization_id: str | None, now_ms: int
+    ) -> ArtifactState:
+        """The named artifact's summary, locked for this transaction."""
+        chosen = choose_artifact(
+            principal, artifact_id, organization_id, artifact_store.find_artifacts(conn, artifact_id)
+        )
+        locked = artifact_store.lock_artifacts(conn, [chosen.key], now_ms).get(chosen.key)
+        if locked is None:  # removed by retention between the two reads
+            raise NotFoundError(f"no artifact {artifact_id!r}", code="artifact_not_found")
+        return locked
+
+    def list(self, principal: Principal, artifact_id: str, organization_id: str | None = None) -> list[Retry]:
         """Retry history of one artifact, oldest first; 404 for an artifact the caller cannot see."""
         require_role(principal, Role.VIEWER, Role.STAFF)
         with self._db.read() as conn:
-            visible_to(principal, artifact_id, artifact_store.get_artifact(conn, artifact_id))
-            return retry_store.list_for(conn, artifact_id)
+            found = artifact_store.find_artifacts(conn, artifact_id)
+            chosen = choose_artifact(principal, artifact_id, organization_id, found)
+            return retry_store.list_for(conn, chosen.key)
 
 
 def _parse_stage(stage: str) -> RetryStage:

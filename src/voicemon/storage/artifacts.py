@@ -10,8 +10,8 @@ import orjson
 from sqlalchemy import Connection, and_, or_, select
 
 from voicemon.domain.artifacts import ArtifactState
-from voicemon.domain.model import ACTIVE_STATUSES, Stage, Status
-from voicemon.storage.database import Answer, ask_keys, insert_sql, send_many
+from voicemon.domain.model import ACTIVE_STATUSES, ArtifactKey, Stage, Status
+from voicemon.storage.database import Answer, ask_pairs, insert_sql, send_many
 from voicemon.storage.tables import artifacts
 
 
@@ -24,70 +24,82 @@ class ArtifactFilter:
     stuck_before_ms: int | None = None
 
 
-def lock_artifacts(conn: Connection, ids: Sequence[str], placeholder_ms: int) -> dict[str, ArtifactState]:
-    return ask_locked(conn, ids, placeholder_ms)()
+def lock_artifacts(
+    conn: Connection, keys: Sequence[ArtifactKey], placeholder_ms: int
+) -> dict[ArtifactKey, ArtifactState]:
+    return ask_locked(conn, keys, placeholder_ms)()
 
 
-def ask_locked(conn: Connection, ids: Sequence[str], placeholder_ms: int) -> Answer[dict[str, ArtifactState]]:
-    """Read the summaries of ``ids`` for update; rows missing so far come back absent.
+def ask_locked(
+    conn: Connection, keys: Sequence[ArtifactKey], placeholder_ms: int
+) -> Answer[dict[ArtifactKey, ArtifactState]]:
+    """Read the summaries of ``keys`` (owner, artifact_id) for update; rows missing so far come back
+    absent.
 
     On PostgreSQL, several servers may ingest events of one artifact at once. Each first inserts an empty
-    row for every id (sorted, so two writers never wait on each other in a cycle), then locks the rows:
+    row for every key (sorted, so two writers never wait on each other in a cycle), then locks the rows:
     the second writer waits for the first to commit and folds its events onto the committed state. On
     SQLite, ``BEGIN IMMEDIATE`` already holds the one write lock.
     """
-    ordered = sorted(set(ids))
+    ordered = sorted(set(keys))
     if not ordered:
         return dict
     lock = ""
     if conn.dialect.name == "postgresql":
         empty = Status.RECEIVED.value, placeholder_ms, placeholder_ms, placeholder_ms
-        send_many(conn, _PLACEHOLDER_SQL, [(i, *empty) for i in ordered])
+        send_many(conn, _PLACEHOLDER_SQL, [(owner, aid, *empty) for owner, aid in ordered])
         lock = " FOR UPDATE"
-    rows = ask_keys(conn, f"{_SELECT} WHERE artifact_id {{keys}} ORDER BY artifact_id{lock}", ordered)
+    rows = ask_pairs(
+        conn, f"{_SELECT} WHERE (owner, artifact_id) {{keys}} ORDER BY owner, artifact_id{lock}", ordered
+    )
 
-    def answer() -> dict[str, ArtifactState]:
+    def answer() -> dict[ArtifactKey, ArtifactState]:
         states = (_from_row(dict(zip(_COLUMNS, row, strict=True))) for row in rows())
         # A placeholder (no events yet) is a summary that does not exist so far.
-        return {s.artifact_id: s for s in states if s.event_count > 0}
+        return {s.key: s for s in states if s.event_count > 0}
 
     return answer
 
 
-def drop_placeholders(conn: Connection, ids: Sequence[str]) -> None:
-    """Remove the empty rows :func:`ask_locked` inserted for ``ids`` when no event of theirs is saved."""
+def drop_placeholders(conn: Connection, keys: Sequence[ArtifactKey]) -> None:
+    """Remove the empty rows :func:`ask_locked` inserted for ``keys`` when no event of theirs is saved."""
     if conn.dialect.name == "postgresql":
-        send_many(conn, _DROP_PLACEHOLDER_SQL, [(i,) for i in ids])
+        send_many(conn, _DROP_PLACEHOLDER_SQL, list(keys))
 
 
 _COLUMNS = [c.name for c in artifacts.columns]
-_STATE_COLUMNS = _COLUMNS[1:]
+_KEY_COLUMNS = ["owner", "artifact_id"]
+_STATE_COLUMNS = [c for c in _COLUMNS if c not in _KEY_COLUMNS]
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM artifacts"
 # An empty summary (no events yet): never listed, replaced within the same transaction.
 _PLACEHOLDER_SQL = (
-    "INSERT INTO artifacts (artifact_id, status, first_event_at_ms, last_event_at_ms, listed_at_ms,"
+    "INSERT INTO artifacts (owner, artifact_id, status, first_event_at_ms, last_event_at_ms, listed_at_ms,"
     " event_count, retry_count, total_cost_nusd, stage_started)"
-    " VALUES (?, ?, ?, ?, ?, 0, 0, 0, '{}') ON CONFLICT (artifact_id) DO NOTHING"
+    " VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, '{}') ON CONFLICT (owner, artifact_id) DO NOTHING"
 )
-_DROP_PLACEHOLDER_SQL = "DELETE FROM artifacts WHERE artifact_id = ? AND event_count = 0"
-_INSERT_SQL = insert_sql(artifacts, _COLUMNS)
-_UPDATE_SQL = f"UPDATE artifacts SET {', '.join(f'{c} = ?' for c in _STATE_COLUMNS)} WHERE artifact_id = ?"
+_DROP_PLACEHOLDER_SQL = "DELETE FROM artifacts WHERE owner = ? AND artifact_id = ? AND event_count = 0"
+_INSERT_SQL = insert_sql(artifacts, [*_KEY_COLUMNS, *_STATE_COLUMNS])
+_SETS = ", ".join(f"{c} = ?" for c in _STATE_COLUMNS)
+_UPDATE_SQL = f"UPDATE artifacts SET {_SETS} WHERE owner = ? AND artifact_id = ?"
 
 
-def save_artifacts(conn: Connection, states: Sequence[ArtifactState], existing: set[str]) -> None:
+def save_artifacts(conn: Connection, states: Sequence[ArtifactState], existing: set[ArtifactKey]) -> None:
     """Write the new summaries: UPDATE the rows that exist, INSERT the others (one statement each)."""
     if conn.dialect.name == "postgresql":
-        # ask_locked inserted a placeholder for every id: all are updates.
-        existing = {s.artifact_id for s in states}
-    rows = [_to_row(s) for s in states]
-    send_many(conn, _INSERT_SQL, [r for r in rows if r[0] not in existing])
-    send_many(conn, _UPDATE_SQL, [(*r[1:], r[0]) for r in rows if r[0] in existing])
+        # ask_locked inserted a placeholder for every key: all are updates.
+        existing = {s.key for s in states}
+    insert_artifacts(conn, [s for s in states if s.key not in existing])
+    send_many(conn, _UPDATE_SQL, [(*_to_row(s), *s.key) for s in states if s.key in existing])
+
+
+def insert_artifacts(conn: Connection, states: Sequence[ArtifactState]) -> None:
+    """INSERT summaries known to be new (a bulk load, outside ingestion)."""
+    send_many(conn, _INSERT_SQL, [(*s.key, *_to_row(s)) for s in states])
 
 
 def _to_row(s: ArtifactState) -> tuple[Any, ...]:
-    """The summary as a tuple in :data:`_COLUMNS` order."""
+    """The summary's state as a tuple in :data:`_STATE_COLUMNS` order."""
     return (
-        s.artifact_id,
         s.organization_id,
         s.voice_note_id,
         s.coach_user_id,
@@ -138,17 +150,27 @@ def _from_row(m: Mapping[Any, Any]) -> ArtifactState:
     )
 
 
-def get_artifact(conn: Connection, artifact_id: str) -> ArtifactState | None:
+def get_artifact(conn: Connection, key: ArtifactKey) -> ArtifactState | None:
+    owner, artifact_id = key
+    a = artifacts.c
     row = conn.execute(
-        select(artifacts).where(artifacts.c.artifact_id == artifact_id, artifacts.c.event_count > 0)
+        select(artifacts).where(a.owner == owner, a.artifact_id == artifact_id, a.event_count > 0)
     ).first()
     return _from_row(row._mapping) if row is not None else None
 
 
+def find_artifacts(conn: Connection, artifact_id: str) -> list[ArtifactState]:
+    """Every stored artifact with this id, whatever its organization (a request names an id alone)."""
+    a = artifacts.c
+    query = select(artifacts).where(a.artifact_id == artifact_id, a.event_count > 0).order_by(a.owner)
+    return [_from_row(r._mapping) for r in conn.execute(query)]
+
+
 def list_artifacts(
-    conn: Connection, f: ArtifactFilter, after: tuple[int, str] | None, limit: int
+    conn: Connection, f: ArtifactFilter, after: tuple[int, str, str] | None, limit: int
 ) -> list[ArtifactState]:
-    """Newest received first, keyed by (listed_at_ms, artifact_id); ``after`` is the last row returned."""
+    """Newest received first, keyed by (listed_at_ms, artifact_id, owner); ``after`` is the last row
+    returned."""
     c = artifacts.c
     conds: list[Any] = [c.event_count > 0]
     if f.organization_id is not None:
@@ -162,9 +184,14 @@ def list_artifacts(
     elif f.status is not None:
         conds.append(c.status == f.status)
     if after is not None:
-        listed, artifact_id = after
+        listed, artifact_id, owner = after
         conds.append(
-            or_(c.listed_at_ms < listed, and_(c.listed_at_ms == listed, c.artifact_id < artifact_id))
+            or_(
+                c.listed_at_ms < listed,
+                and_(c.listed_at_ms == listed, c.artifact_id < artifact_id),
+                and_(c.listed_at_ms == listed, c.artifact_id == artifact_id, c.owner < owner),
+            )
         )
-    query = select(artifacts).where(and_(*conds)).order_by(c.listed_at_ms.desc(), c.artifact_id.desc())
+    order = (c.listed_at_ms.desc(), c.artifact_id.desc(), c.owner.desc())
+    query = select(artifacts).where(and_(*conds)).order_by(*order)
     return [_from_row(r._mapping) for r in conn.execute(query.limit(limit))]

@@ -361,6 +361,31 @@ def ask_keys(conn: Connection, sql: str, keys: Sequence[str]) -> Answer[list[tup
     return lambda: rows
 
 
+def ask_pairs(conn: Connection, sql: str, pairs: Sequence[tuple[str, str]]) -> Answer[list[tuple[Any, ...]]]:
+    """Like :func:`ask_keys`, for a two-column key: ``{keys}`` stands for "the pair of columns before it
+    is one of ``pairs``" (write ``(a, b) {keys}``). On PostgreSQL the pairs are two array parameters
+    zipped by ``unnest``; on SQLite, ``VALUES`` lists of row values."""
+    if not pairs:
+        return list
+    cur = driver_cursor(conn)
+    if conn.dialect.name == "postgresql":
+        firsts, seconds = [p[0] for p in pairs], [p[1] for p in pairs]
+        cur.execute(
+            sql.format(keys="IN (SELECT * FROM unnest(%s::text[], %s::text[]))"),
+            [firsts, seconds],
+            prepare=False,
+        )
+        return cur.fetchall  # type: ignore[no-any-return]
+    rows: list[tuple[Any, ...]] = []
+    step = SQLITE_IN_CHUNK
+    for i in range(0, len(pairs), step):
+        chunk = pairs[i : i + step]
+        values = ", ".join("(?, ?)" for _ in chunk)
+        params = [v for pair in chunk for v in pair]
+        rows.extend(cur.execute(sql.format(keys=f"IN (VALUES {values})"), params).fetchall())
+    return lambda: rows
+
+
 def insert_sql(table: Table, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 

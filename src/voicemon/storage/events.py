@@ -10,7 +10,7 @@ import orjson
 from sqlalchemy import Connection, Row, and_, func, or_, select
 
 from voicemon.domain.events import Event, dumps_metadata
-from voicemon.domain.model import EventType, Stage, Status
+from voicemon.domain.model import ArtifactKey, EventType, Stage, Status, owner_organization
 from voicemon.storage.database import Answer, ask_keys, bulk_insert
 from voicemon.storage.tables import events
 
@@ -176,11 +176,15 @@ def list_events(
     return [_from_row(r) for r in conn.execute(query)]
 
 
-def timeline(conn: Connection, artifact_id: str) -> list[StoredEvent]:
-    """All stored events of one artifact, oldest first (arrival order breaks timestamp ties)."""
+def timeline(conn: Connection, key: ArtifactKey) -> list[StoredEvent]:
+    """All stored events of one artifact (its organization's events with its id), oldest first (arrival
+    order breaks timestamp ties)."""
+    owner, artifact_id = key
+    org = owner_organization(owner)
+    same_org = events.c.organization_id.is_(None) if org is None else events.c.organization_id == org
     query = (
         select(events)
-        .where(events.c.artifact_id == artifact_id)
+        .where(events.c.artifact_id == artifact_id, same_org)
         .order_by(events.c.ts_ms.asc(), events.c.seq.asc())
     )
     return [_from_row(r) for r in conn.execute(query)]

@@ -49,7 +49,7 @@ def delete_orphan_retries(conn: Connection, batch: int) -> int:
     """Delete up to ``batch`` retry records whose artifact summary is gone: retry history lives exactly
     as long as its artifact's summary (SPEC 4)."""
     r = retries.c
-    orphan = ~exists().where(artifacts.c.artifact_id == r.artifact_id)
+    orphan = ~exists().where(artifacts.c.owner == r.owner, artifacts.c.artifact_id == r.artifact_id)
     chosen = select(r.retry_id).where(orphan).limit(batch)
     result = conn.execute(delete(retries).where(r.retry_id.in_(chosen)))
     return int(result.rowcount or 0)

@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
+from voicemon.domain.model import ArtifactKey, owner_organization
 from voicemon.domain.retries import IN_FLIGHT, Outcome, Retry, RetryStage, RetryStatus
-from voicemon.storage.database import Answer, ask_keys, send_many
+from voicemon.storage.database import Answer, ask_pairs, send_many
 from voicemon.storage.tables import outbox, retries
 
 OUTBOX_PENDING = "pending"
@@ -22,6 +23,7 @@ def _retry(m: Mapping[Any, Any]) -> Retry:
     return Retry(
         retry_id=m["retry_id"],
         artifact_id=m["artifact_id"],
+        organization_id=owner_organization(m["owner"]),
         stage=RetryStage(m["stage"]),
         attempt=m["attempt"],
         requested_by=m["requested_by"],
@@ -44,15 +46,15 @@ class RetryStats:
     in_flight: Retry | None
 
 
-def stats(conn: Connection, artifact_id: str, since_ms: int) -> RetryStats:
+def stats(conn: Connection, key: ArtifactKey, since_ms: int) -> RetryStats:
     r = retries.c
+    owner, artifact_id = key
+    of_artifact = (r.owner == owner, r.artifact_id == artifact_id)
     attempts, recent = conn.execute(
-        select(func.max(r.attempt), func.count().filter(r.created_ms > since_ms)).where(
-            r.artifact_id == artifact_id
-        )
+        select(func.max(r.attempt), func.count().filter(r.created_ms > since_ms)).where(*of_artifact)
     ).one()
     row = conn.execute(
-        select(retries).where(r.artifact_id == artifact_id, r.status.in_([s.value for s in IN_FLIGHT]))
+        select(retries).where(*of_artifact, r.status.in_([s.value for s in IN_FLIGHT]))
     ).first()
     return RetryStats(int(attempts or 0), int(recent or 0), _retry(row._mapping) if row is not None else None)
 
@@ -61,6 +63,7 @@ def insert_retry(conn: Connection, retry: Retry) -> None:
     conn.execute(
         retries.insert().values(
             retry_id=retry.retry_id,
+            owner=retry.key[0],
             artifact_id=retry.artifact_id,
             stage=retry.stage.value,
             attempt=retry.attempt,
@@ -72,24 +75,26 @@ def insert_retry(conn: Connection, retry: Retry) -> None:
     )
 
 
-def in_flight(conn: Connection, artifact_ids: Sequence[str]) -> dict[str, Retry]:
-    return ask_in_flight(conn, artifact_ids)()
+def in_flight(conn: Connection, keys: Sequence[ArtifactKey]) -> dict[ArtifactKey, Retry]:
+    return ask_in_flight(conn, keys)()
 
 
-def ask_in_flight(conn: Connection, artifact_ids: Sequence[str]) -> Answer[dict[str, Retry]]:
+def ask_in_flight(conn: Connection, keys: Sequence[ArtifactKey]) -> Answer[dict[ArtifactKey, Retry]]:
     """The retry in flight of each artifact that has one (sent now, answered when called)."""
-    rows = ask_keys(conn, _IN_FLIGHT_SQL, sorted(set(artifact_ids)))
+    rows = ask_pairs(conn, _IN_FLIGHT_SQL, sorted(set(keys)))
 
-    def answer() -> dict[str, Retry]:
+    def answer() -> dict[ArtifactKey, Retry]:
         found = (_retry(dict(zip(_COLUMNS, row, strict=True))) for row in rows())
-        return {r.artifact_id: r for r in found}
+        return {r.key: r for r in found}
 
     return answer
 
 
 _COLUMNS = [c.name for c in retries.columns]
 _IS_IN_FLIGHT = "status IN (" + ", ".join(f"'{s.value}'" for s in sorted(IN_FLIGHT)) + ")"
-_IN_FLIGHT_SQL = f"SELECT {', '.join(_COLUMNS)} FROM retries WHERE artifact_id {{keys}} AND {_IS_IN_FLIGHT}"
+_IN_FLIGHT_SQL = (
+    f"SELECT {', '.join(_COLUMNS)} FROM retries WHERE (owner, artifact_id) {{keys}} AND {_IS_IN_FLIGHT}"
+)
 _FINISH_SQL = (
     f"UPDATE retries SET status = ?, finished_ms = ?, error = ? WHERE retry_id = ? AND {_IS_IN_FLIGHT}"
 )
@@ -121,9 +126,10 @@ def fail_in_flight(conn: Connection, retry_id: str, now_ms: int, error: str) -> 
     return _retry(row._mapping) if row is not None else None
 
 
-def list_for(conn: Connection, artifact_id: str) -> list[Retry]:
+def list_for(conn: Connection, key: ArtifactKey) -> list[Retry]:
     r = retries.c
-    query = select(retries).where(r.artifact_id == artifact_id).order_by(r.attempt)
+    owner, artifact_id = key
+    query = select(retries).where(r.owner == owner, r.artifact_id == artifact_id).order_by(r.attempt)
     return [_retry(row._mapping) for row in conn.execute(query)]
 
 

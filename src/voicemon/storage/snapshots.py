@@ -81,7 +81,12 @@ def end_to_end_samples(
     a = artifacts.c
     query = (
         select(e.organization_id, concat_integers(conn, (e.ts_ms - a.received_at_ms) * 1000))
-        .select_from(events.join(artifacts, a.artifact_id == e.artifact_id))
+        .select_from(
+            events.join(
+                artifacts,
+                and_(a.owner == func.coalesce(e.organization_id, ""), a.artifact_id == e.artifact_id),
+            )
+        )
         .where(
             e.ts_ms >= start_ms,
             e.ts_ms < end_ms,

@@ -69,9 +69,12 @@ events = Table(
     Index(None, "organization_id", "ts_ms"),
 )
 
+# An artifact is named by (owner, artifact_id): owner is its organization_id, or "" for none, so that
+# two organizations using one id never share, see or block an artifact (decision 0012).
 artifacts = Table(
     "artifacts",
     metadata,
+    Column("owner", String(ID), primary_key=True),
     Column("artifact_id", String(ID), primary_key=True),
     Column("organization_id", String(ID)),
     Column("voice_note_id", String(ID)),
@@ -96,9 +99,11 @@ artifacts = Table(
     Column("retry_count", Integer, nullable=False),
     Column("total_cost_nusd", BigInteger, nullable=False),
     Column("stage_started", Text, nullable=False),
-    Index(None, "listed_at_ms", "artifact_id"),
+    Index(None, "listed_at_ms", "artifact_id", "owner"),
     Index(None, "organization_id", "listed_at_ms", "artifact_id"),
-    Index(None, "status", "listed_at_ms", "artifact_id"),
+    Index(None, "status", "listed_at_ms", "artifact_id", "owner"),
+    # Requests name an artifact by id alone; this finds it in every organization.
+    Index(None, "artifact_id"),
 )
 
 COUNTER_COLUMNS = COUNTER_NAMES
@@ -217,6 +222,7 @@ retries = Table(
     "retries",
     metadata,
     Column("retry_id", String(36), primary_key=True),
+    Column("owner", String(ID), nullable=False),
     Column("artifact_id", String(ID), nullable=False),
     Column("stage", String(32), nullable=False),
     Column("attempt", Integer, nullable=False),
@@ -227,9 +233,10 @@ retries = Table(
     Column("dispatched_ms", BigInteger),
     Column("finished_ms", BigInteger),
     Column("error", Text),
-    UniqueConstraint("artifact_id", "attempt"),
+    UniqueConstraint("owner", "artifact_id", "attempt"),
     Index(
         "uq_retries_in_flight",
+        "owner",
         "artifact_id",
         unique=True,
         sqlite_where=text("status IN ('pending', 'dispatched')"),
