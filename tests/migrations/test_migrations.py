@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from voicemon.service import Services
-from voicemon.storage import migrate
+from voicemon.storage import Database, migrate
 from voicemon.storage.tables import metadata
 
 
@@ -19,3 +19,43 @@ def test_upgrade_twice_is_a_no_op(services: Services) -> None:
         tables = set(inspect(conn).get_table_names())
     assert {t.name for t in metadata.sorted_tables} <= tables
     assert migrate.pending_differences(services.db) == []
+
+
+def test_owner_migration_keeps_every_artifact_and_retry(db_url: str) -> None:
+    """0004 names artifacts by (owner, id): rows stored before it keep their data and get their owner."""
+    db = Database(db_url)
+    try:
+        with db.write() as conn:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        migrate.upgrade(db, "0003")
+        base = (
+            "INSERT INTO artifacts (artifact_id, organization_id, status, first_event_at_ms,"
+            " last_event_at_ms, listed_at_ms, event_count, retry_count, total_cost_nusd, stage_started)"
+            " VALUES (:a, :o, 'failed', 1, 2, 1, 3, 1, 7, '{}')"
+        )
+        retry = (
+            "INSERT INTO retries (retry_id, artifact_id, stage, attempt, requested_by, status, created_ms)"
+            " VALUES (:r, :a, 'full', 1, 'ops', 'pending', 5)"
+        )
+        with db.write() as conn:
+            conn.execute(text(base), [{"a": "x1", "o": "org-a"}, {"a": "x2", "o": None}])
+            conn.execute(
+                text(retry), [{"r": "r1", "a": "x1"}, {"r": "r2", "a": "x2"}, {"r": "r3", "a": "gone"}]
+            )
+        migrate.upgrade(db)
+        with db.read() as conn:
+            arts = conn.execute(
+                text("SELECT owner, artifact_id, organization_id, total_cost_nusd FROM artifacts")
+            )
+            retries = conn.execute(text("SELECT retry_id, owner, artifact_id FROM retries"))
+            assert sorted(map(tuple, arts)) == [("", "x2", None, 7), ("org-a", "x1", "org-a", 7)]
+            assert sorted(map(tuple, retries)) == [
+                ("r1", "org-a", "x1"),
+                ("r2", "", "x2"),
+                ("r3", "", "gone"),
+            ]
+        assert migrate.pending_differences(db) == []
+    finally:
+        db.dispose()
