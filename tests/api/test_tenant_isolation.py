@@ -127,6 +127,24 @@ def test_claiming_an_id_first_neither_reads_nor_blocks_the_other_organization(ap
     assert (ours["status"], ours["event_count"]) == ("received", 1)
 
 
+def test_no_ingest_key_can_forge_a_retry_event(api: Api, keys: Keys) -> None:
+    now = NOW_MS - MINUTE_MS
+    post(
+        api,
+        keys.ingest[A],
+        ev("artifact_received", "n3", now - 2000),
+        ev("artifact_failed", "n3", now - 1000),
+    )
+    for key in (keys.ingest[A], keys.ingest[None], api.staff_key):
+        for kind in RESERVED:
+            reply = post(api, key, ev(kind.value, "n3", now, metadata={"retry_stage": "full"}))
+            assert reply["accepted"] == 0
+            [rejected] = reply["rejected"]
+            assert [(e["field"], e["code"]) for e in rejected["errors"]] == [("event_type", "reserved_type")]
+    state = detail(api, keys.viewer[A], "n3").json()
+    assert (state["status"], state["retry_count"], state["retries"]) == ("failed", 0, [])
+
+
 def test_the_same_id_in_two_organizations_is_named_with_organization_id(api: Api, keys: Keys) -> None:
     now = NOW_MS - MINUTE_MS
     post(api, keys.ingest[A], ev("artifact_received", "twin", now - 2000), ev("artifact_failed", "twin", now))

@@ -44,9 +44,7 @@ ALL_TYPES = (
     "draft_rejected",
     "circuit_breaker_opened",
     "circuit_breaker_closed",
-    "retry_initiated",
-    "retry_succeeded",
-    "retry_failed",
+    # (retry_initiated, retry_succeeded and retry_failed are voicemon's own: refused at ingest)
     "budget_threshold_reached",
     "budget_exceeded",
     "rate_limit_hit",

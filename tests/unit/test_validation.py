@@ -17,7 +17,7 @@ from tests.conftest import NOW_MS, Api
 from tests.helpers import ev
 from voicemon.domain.counters import PLATFORM_SCOPE, bucket_deltas
 from voicemon.domain.events import Event, FieldError, ValidationContext, validate_event
-from voicemon.domain.model import SYSTEM_TYPES, EventType, Stage, Status
+from voicemon.domain.model import RESERVED_TYPES, SYSTEM_TYPES, EventType, Stage, Status
 from voicemon.domain.periods import Period, complete_periods, touched_periods
 from voicemon.domain.timeutil import (
     DAY_MS,
@@ -119,6 +119,8 @@ def test_event_type_must_be_one_of_the_27(value: object) -> None:
 def test_all_27_types_are_known() -> None:
     assert len(EventType) == 27
     for kind in EventType:
+        if kind in RESERVED_TYPES:
+            continue
         fields: dict[str, Any] = {"event_type": kind.value}
         if kind is EventType.ARTIFACT_STATUS_CHANGED:
             fields["new_status"] = "processing"
@@ -126,7 +128,12 @@ def test_all_27_types_are_known() -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", [t for t in EventType if t not in SYSTEM_TYPES and t is not EventType.ARTIFACT_STATUS_CHANGED]
+    "kind",
+    [
+        t
+        for t in EventType
+        if t not in SYSTEM_TYPES | RESERVED_TYPES and t is not EventType.ARTIFACT_STATUS_CHANGED
+    ],
 )
 def test_artifact_id_is_required_for_artifact_types(kind: EventType) -> None:
     assert errors(base(event_type=kind.value, artifact_id=_DROP)) == [("artifact_id", "required")]
@@ -145,8 +152,13 @@ def test_artifact_id_is_optional_for_the_system_types_only() -> None:
         event = ok(base(event_type=kind, artifact_id=_DROP))
         assert event.artifact_id is None
         assert event.pipeline_stage is None
-    # Retry events are about one artifact: not system types.
-    assert errors(base(event_type="retry_initiated", artifact_id=_DROP)) == [("artifact_id", "required")]
+    # Retry events are about one artifact (not system types), and voicemon's own: refused at ingest.
+    assert errors(base(event_type="retry_initiated", artifact_id=_DROP)) == [
+        ("event_type", "reserved_type"),
+        ("artifact_id", "required"),
+    ]
+    for kind in ("retry_initiated", "retry_succeeded", "retry_failed"):
+        assert errors(base(event_type=kind)) == [("event_type", "reserved_type")]
 
 
 # --- strings ----------------------------------------------------------------------------------------
@@ -212,7 +224,7 @@ def test_a_stage_that_contradicts_the_type_is_refused() -> None:
 
 
 def test_a_stage_is_kept_when_the_type_has_none() -> None:
-    for kind in ("artifact_completed", "artifact_failed", "retry_initiated", "circuit_breaker_opened"):
+    for kind in ("artifact_completed", "artifact_failed", "circuit_breaker_opened"):
         assert ok(base(event_type=kind, pipeline_stage="draft_generation")).pipeline_stage is (
             Stage.DRAFT_GENERATION
         )

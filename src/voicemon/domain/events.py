@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import orjson
 
 from voicemon.domain.model import (
+    RESERVED_TYPES,
     STAGE_OF_TYPE,
     SYSTEM_TYPES,
     TIMED_TYPES,
@@ -220,6 +221,13 @@ def validate_event(raw: object, ctx: ValidationContext) -> Event | list[FieldErr
         c.fail("event_type", "required", "is required")
     else:
         event_type = c.enum("event_type", raw.get("event_type"), EventType)
+        if event_type in RESERVED_TYPES:
+            c.fail(
+                "event_type",
+                "reserved_type",
+                f"{event_type.value} is recorded by voicemon itself when staff retry an artifact;"
+                " request a retry with POST /v1/artifacts/{artifact_id}/retries",
+            )
 
     stage = c.enum("pipeline_stage", raw.get("pipeline_stage"), Stage)
     if event_type is not None:

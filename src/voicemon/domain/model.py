@@ -126,6 +126,10 @@ SYSTEM_TYPES: frozenset[EventType] = frozenset(
     }
 )
 
+# voicemon's own record of a staff action (SPEC 9): written by the retry use cases, refused at ingest for
+# every key, so that no pipeline can reset an artifact or fake a retry's outcome.
+RESERVED_TYPES: frozenset[EventType] = frozenset({E.RETRY_INITIATED, E.RETRY_SUCCEEDED, E.RETRY_FAILED})
+
 STARTED_TYPES: dict[EventType, Stage] = {
     E.TRANSCRIPTION_STARTED: Stage.TRANSCRIPTION,
     E.CLAIMS_EXTRACTION_STARTED: Stage.CLAIMS_EXTRACTION,
