@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     dispatcher_poll_s: float = Field(default=0.5, gt=0)
     # How long a verified API key is trusted before it is looked up again (revocation delay).
     key_cache_s: float = Field(default=2.0, ge=0)
+    # A client that sends nothing for this long in the middle of a request body gets 408.
+    body_idle_timeout_s: float = Field(default=10.0, gt=0)
+    # voicemon serve: connections beyond this many are answered 503; idle keep-alive connections are
+    # closed after keep_alive_s; a connection that has not sent a whole request head within
+    # header_timeout_s is closed.
+    max_connections: int = Field(default=1000, ge=1)
+    keep_alive_s: int = Field(default=5, ge=1)
+    header_timeout_s: float = Field(default=10.0, gt=0)
     # Largest group of events the writer commits in one transaction.
     writer_max_events: int = Field(default=5000, ge=1)
 

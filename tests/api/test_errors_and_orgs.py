@@ -36,8 +36,13 @@ def assert_error(response: Any, status: int, code: str | None = None) -> str:
 @pytest.mark.parametrize("path", ["/v1/nope", "/v2/events", "/", "/v1/events/extra/segments"])
 @pytest.mark.parametrize("with_key", [True, False])
 def test_unknown_route_is_404(api: Api, path: str, with_key: bool) -> None:
+    """Under /v1 the key is checked first (before any body is read), so a keyless caller learns nothing
+    of which routes exist."""
     r = api.call("GET", path, None if with_key else "")
-    assert_error(r, 404, "not_found")
+    if with_key or not path.startswith("/v1/"):
+        assert_error(r, 404, "not_found")
+    else:
+        assert_error(r, 401, "missing_key")
 
 
 def test_wrong_method_is_405_with_the_error_shape(api: Api) -> None:

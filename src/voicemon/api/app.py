@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -18,8 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from voicemon import __version__
 from voicemon.api import routes_artifacts, routes_events, routes_jobs, routes_metrics, routes_orgs
 from voicemon.api.deps import reject_nul_characters
+from voicemon.api.edge import RequestEdge, RequestTimeout, is_protected
 from voicemon.api.routes_events import BadRequest, PayloadTooLarge
-from voicemon.api.schemas import EventBatchIn, EventIn, HealthOut
+from voicemon.api.schemas import ErrorReply, EventBatchIn, EventIn, HealthOut
 from voicemon.clock import Clock
 from voicemon.errors import (
     AuthError,
@@ -42,6 +44,7 @@ _STATUS: list[tuple[type[VoicemonError], int]] = [
     (AuthError, 401),
     (ForbiddenError, 403),
     (NotFoundError, 404),
+    (RequestTimeout, 408),
     (ConflictError, 409),
     (PayloadTooLarge, 413),
     (ValidationError, 422),
@@ -52,6 +55,16 @@ _STATUS: list[tuple[type[VoicemonError], int]] = [
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _error_reply(exc: VoicemonError) -> JSONResponse:
+    """The reply to ``exc``, for the handler below and for the request edge in front of the routes."""
+    status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 500)
+    message = f"{exc.field}: {exc.message}" if exc.field else exc.message
+    if status >= 500:
+        logger.error("request failed", extra={"action": "request_failed", "code": exc.code})
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return _error(status, exc.code, message, headers)
 
 
 def create_app(
@@ -96,6 +109,13 @@ def create_app(
         dependencies=[Depends(reject_nul_characters)],
     )
     app.state.services = svc
+    # Before any route reads a body: the key, then the body's size and pace (api/edge.py).
+    app.add_middleware(
+        RequestEdge,
+        keys=svc.keys,
+        error_reply=_error_reply,
+        body_idle_timeout_s=svc.settings.body_idle_timeout_s,
+    )
     app.state.jobs = runner
     for module in (routes_events, routes_artifacts, routes_metrics, routes_orgs, routes_jobs):
         app.include_router(module.router)
@@ -116,12 +136,7 @@ def create_app(
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VoicemonError)
     async def on_voicemon_error(_: Request, exc: VoicemonError) -> JSONResponse:
-        status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 500)
-        message = f"{exc.field}: {exc.message}" if exc.field else exc.message
-        if status >= 500:
-            logger.error("request failed", extra={"action": "request_failed", "code": exc.code})
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return _error(status, exc.code, message, headers)
+        return _error_reply(exc)
 
     @app.exception_handler(RequestValidationError)
     async def on_request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -142,6 +157,57 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
+# The errors any key-protected operation can answer, besides those its route declares (SPEC 7).
+_ERRORS_OF_EVERY_OPERATION = {
+    "400": "Malformed: invalid HTTP, a Content-Length that is not a number, or a bad cursor or body",
+    "401": "No API key, or an unknown or revoked one",
+    "403": "The key's role or organization does not allow it",
+    "408": "The body stopped arriving before it was complete",
+    "413": "The body is over the endpoint's limit (5 MiB for POST /v1/events, 64 KiB elsewhere)",
+    "422": "A parameter or the body is invalid",
+    "503": "The database is unreachable, or the server is at its connection limit",
+}
+_ERROR_REPLY_REF = {"$ref": "#/components/schemas/ErrorReply"}
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": dict(_ERROR_REPLY_REF)}}}
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """Make the document tell the truth about error replies: every 422 is our ErrorReply (the handler of
+    RequestValidationError answers with it, not FastAPI's HTTPValidationError), and every key-protected
+    operation lists the errors the request edge and the shared handlers can give."""
+    for path, item in schema["paths"].items():
+        for operation in item.values():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = _error_response(responses["422"].get("description", "Validation Error"))
+            if is_protected(path):
+                for status, description in _ERRORS_OF_EVERY_OPERATION.items():
+                    responses.setdefault(status, _error_response(description))
+                responses["401"]["headers"] = {
+                    "WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}
+                }
+    health = schema["paths"].get("/healthz", {}).get("get")
+    if health is not None:
+        health["responses"].setdefault(
+            "503",
+            {
+                "description": "The database is unreachable",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HealthOut"}}},
+            },
+        )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    # FastAPI's validation models are left out of the document once nothing refers to them.
+    unused = {name: components.pop(name) for name in _FASTAPI_VALIDATION_SCHEMAS if name in components}
+    document = orjson.dumps(schema)
+    for name, model in unused.items():
+        if f'"#/components/schemas/{name}"'.encode() in document:
+            components[name] = model
+
+
 def _install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -149,10 +215,11 @@ def _install_openapi(app: FastAPI) -> None:
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
             _, defs = models_json_schema(
-                [(EventIn, "validation"), (EventBatchIn, "validation")],
+                [(EventIn, "validation"), (EventBatchIn, "validation"), (ErrorReply, "serialization")],
                 ref_template="#/components/schemas/{model}",
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            _document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from voicemon.domain.access import Principal
+from voicemon.domain.text import check_text
 from voicemon.errors import ValidationError
 from voicemon.service import Services
 
@@ -28,6 +29,11 @@ async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller. The request edge (api/edge.py) authenticated it before any body was read and left it
+    in the request state; only a request the edge did not guard is authenticated here."""
+    checked = getattr(request.state, "principal", None)
+    if isinstance(checked, Principal):
+        return checked
     presented = credentials.credentials if credentials is not None else None
     keys = (await services(request)).keys
     known = keys.cached(presented)
@@ -38,10 +44,16 @@ async def principal(
 
 
 async def reject_nul_characters(request: Request) -> None:
-    """Refuse NUL in path and query values (422): PostgreSQL text cannot hold it, so no database sees it."""
-    for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
-        if "\x00" in value:
-            raise ValidationError("must not contain NUL characters", code="invalid_character", field=name)
+    """Refuse (422, naming the parameter) a path or query value that breaks
+    :func:`~voicemon.domain.text.check_text`, so no database sees it, and an empty query value
+    (``?end=``): a parameter with no value is a mistake, never "no filter"."""
+    values = [(n, v) for n, v in request.path_params.items() if isinstance(v, str)]
+    for name, value in [*values, *request.query_params.multi_items()]:
+        if value == "":
+            raise ValidationError("must not be empty; leave it out instead", code="empty", field=name)
+        problem = check_text(value)
+        if problem is not None:
+            raise ValidationError(problem.message, code=problem.code, field=name)
 
 
 ServicesDep = Annotated[Services, Depends(services)]

@@ -1,40 +1,71 @@
-"""Request and reply models: they make the OpenAPI document tell the truth about every endpoint."""
+"""Request and reply models: they make the OpenAPI document tell the truth about every endpoint.
+
+Request models are strict: no extra fields, and no coercion between JSON types (``false`` is not ``0``,
+``"5"`` is not ``5``), except that a JSON integer is a valid float. Every request string passes
+:func:`~voicemon.domain.text.check_text`, the rule the event validator applies too.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 from voicemon.domain.events import MAX_DURATION_MS, MAX_ERROR_MESSAGE_CHARS, MAX_ID_CHARS
 from voicemon.domain.model import EventType, Stage, Status
+from voicemon.domain.text import check_text
+from voicemon.errors import ValidationError
 
-TimeIn = str | int
+
+def _refuse_bad_characters(value: object, info: ValidationInfo) -> object:
+    """Runs before pydantic's own string check, which refuses lone surrogates with a message of its own.
+
+    It raises the domain's ValidationError rather than a pydantic error: pydantic lets it through
+    unchanged, so the reply is the one every other entry point gives (422 ``invalid_character``, naming
+    the field) instead of the generic ``invalid_request``."""
+    if isinstance(value, str):
+        problem = check_text(value)
+        if problem is not None:
+            raise ValidationError(problem.message, code=problem.code, field=info.field_name)
+    return value
+
+
+def _time_shape(value: object, info: ValidationInfo) -> object:
+    """A time is a string or an integer, never a boolean or a float; refused with the code the event
+    validator gives (``invalid_time``). The string itself is parsed by :func:`parse_time`."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValidationError(f"must be {TIME_DESCRIPTION}", code="invalid_time", field=info.field_name)
+    return _refuse_bad_characters(value, info)
+
+
 TIME_DESCRIPTION = "RFC 3339 with an offset (2026-11-28T13:05:00Z) or integer epoch milliseconds"
+Text = Annotated[str, BeforeValidator(_refuse_bad_characters)]
+TimeIn = Annotated[str | int, BeforeValidator(_time_shape)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class EventIn(Strict):
     """One event as the pipeline sends it (SPEC 3.1). Validated item by item; see ``rejected``."""
 
-    event_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
-    event_type: EventType
-    artifact_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
-    organization_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
-    voice_note_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
-    coach_user_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
-    pipeline_stage: Stage | None = None
+    event_id: Text | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    # JSON has no enums: a strict enum would take only an enum member, never its JSON string.
+    event_type: EventType = Field(strict=False)
+    artifact_id: Text | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    organization_id: Text | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    voice_note_id: Text | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    coach_user_id: Text | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    pipeline_stage: Stage | None = Field(None, strict=False)
     timestamp: TimeIn | None = Field(None, description=TIME_DESCRIPTION)
     stage_started_at: TimeIn | None = Field(None, description=TIME_DESCRIPTION)
     stage_completed_at: TimeIn | None = Field(None, description=TIME_DESCRIPTION)
     duration_ms: float | None = Field(None, ge=0, lt=MAX_DURATION_MS)
-    previous_status: Status | None = None
-    new_status: Status | None = None
-    error_message: str | None = Field(None, min_length=1, max_length=MAX_ERROR_MESSAGE_CHARS)
-    error_code: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    previous_status: Status | None = Field(None, strict=False)
+    new_status: Status | None = Field(None, strict=False)
+    error_message: Text | None = Field(None, min_length=1, max_length=MAX_ERROR_MESSAGE_CHARS)
+    error_code: Text | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
     metadata: dict[str, Any] | None = None
 
 
@@ -145,7 +176,8 @@ class RealtimeOut(BaseModel):
 
 
 class OrgIn(Strict):
-    name: str = Field(..., min_length=1, max_length=200)
+    # The display-name rule (not blank, no control characters) is the use case's, for every entry point.
+    name: Text = Field(..., min_length=1, max_length=200)
 
 
 class OrgOut(BaseModel):
@@ -261,7 +293,7 @@ class RunIn(Strict):
 
 class RetryIn(Strict):
     stage: Literal["transcription", "claims_extraction", "entity_resolution", "draft_generation", "full"]
-    reason: str | None = Field(None, max_length=2000, description="why; kept with the retry record")
+    reason: Text | None = Field(None, max_length=2000, description="why; kept with the retry record")
 
 
 class RetryOut(BaseModel):

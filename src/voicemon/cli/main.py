@@ -16,6 +16,7 @@ from rich.table import Table
 from voicemon.api import create_app
 from voicemon.api.params import parse_time_param
 from voicemon.api.render import run_out
+from voicemon.api.server import protocol_for
 from voicemon.cli.demo import run_demo
 from voicemon.cli.watch import watch
 from voicemon.domain.timeutil import format_time
@@ -197,7 +198,17 @@ def serve(
     """Run the HTTP API (migrates the database first)."""
     settings = Settings()
     application = create_app(settings, run_scheduler=not no_scheduler, own_process=True)
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    # The connection limits are the server's (api/server.py); the app bounds bodies (api/edge.py).
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=protocol_for(settings),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_s,
+    )
 
 
 @app.command("demo")

@@ -7,6 +7,7 @@ the item breaks, each naming its field.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from voicemon.domain.model import (
     Stage,
     Status,
 )
+from voicemon.domain.text import check_text
 from voicemon.domain.timeutil import MINUTE_MS, TimeParseError, parse_time
 
 MAX_ID_CHARS = 128
@@ -31,6 +33,9 @@ MAX_METADATA_BYTES = 8 * 1024
 MAX_DURATION_MS = 86_400_000
 FUTURE_TOLERANCE_MS = 5 * MINUTE_MS
 MAX_COUNT = 2**31 - 1
+# Integers in metadata: what a signed 64-bit reader (PostgreSQL jsonb, Go, Java) holds exactly.
+MIN_INT64 = -(2**63)
+MAX_INT64 = 2**63 - 1
 MAX_COST_USD = 1_000_000.0
 NANO_USD_PER_USD = 1_000_000_000
 
@@ -148,8 +153,9 @@ class _Checker:
         if len(value) > max_chars:
             self.fail(field, "too_long", f"must be at most {max_chars} characters")
             return None
-        if "\x00" in value:  # PostgreSQL text cannot hold it; refused alike on every database
-            self.fail(field, "invalid_character", "must not contain NUL characters")
+        problem = check_text(value)
+        if problem is not None:
+            self.fail(field, problem.code, problem.message)
             return None
         return value
 
@@ -317,14 +323,21 @@ def _check_metadata(
     if not isinstance(value, dict):
         c.fail("metadata", "invalid_type", "must be a JSON object")
         return None, None, None, counts
-    try:
-        size = len(orjson.dumps(value))
-    except (TypeError, orjson.JSONEncodeError):
-        c.fail("metadata", "invalid_type", "must be plain JSON")
-        return None, None, None, counts
-    if size > MAX_METADATA_BYTES:
-        c.fail("metadata", "too_large", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
-        return None, None, None, counts
+    known = {*INT_METADATA_KEYS, *NON_NEGATIVE_METADATA_KEYS, *STRING_METADATA_KEYS, "confidence_score"}
+    kept = _Checker()
+    for key, item in value.items():
+        _check_key(kept, "metadata", key)
+        if key not in known:
+            _check_kept(kept, f"metadata.{key}", item)
+    before = len(c.errors)
+    size: int | None = None
+    if not kept.errors:  # what failed there (a surrogate, a 65-bit integer) cannot be measured as JSON
+        # If orjson cannot write it, a known key's check below may say why; if none does, it is not JSON.
+        with contextlib.suppress(TypeError, orjson.JSONEncodeError):
+            size = len(orjson.dumps(value))
+        if size is not None and size > MAX_METADATA_BYTES:
+            c.fail("metadata", "too_large", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+            return None, None, None, counts
     for key in INT_METADATA_KEYS:
         number = c.integer(f"metadata.{key}", value.get(key))
         if number is not None:
@@ -337,23 +350,50 @@ def _check_metadata(
         confidence = None
     for key in STRING_METADATA_KEYS:
         c.string(f"metadata.{key}", value.get(key), MAX_ID_CHARS)
-    known = {*INT_METADATA_KEYS, *NON_NEGATIVE_METADATA_KEYS, *STRING_METADATA_KEYS, "confidence_score"}
-    for key, item in value.items():
-        if key not in known:
-            _check_finite(c, f"metadata.{key}", item)
+    if size is None and not kept.errors and len(c.errors) == before:
+        c.fail("metadata", "invalid_type", "must be plain JSON")
+    c.errors.extend(kept.errors)
     return value, cost, confidence, counts
 
 
-def _check_finite(c: _Checker, path: str, value: object) -> None:
-    """Unknown metadata keys are kept as given, but never a NaN or an Infinity."""
-    if isinstance(value, float) and not math.isfinite(value):
-        c.fail(path, "not_finite", "must be a finite number")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_finite(c, f"{path}.{k}", v)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_finite(c, f"{path}.{i}", v)
+def _check_key(c: _Checker, parent: str, key: object) -> None:
+    problem = check_text(key) if isinstance(key, str) else None
+    if problem is not None:
+        c.fail(f"{parent}.{key}", problem.code, f"key {problem.message}")
+
+
+def _check_kept(c: _Checker, path: str, value: object) -> None:
+    """Unknown metadata is kept exactly as given, so it may hold only what every database and JSON reader
+    keeps exactly: finite numbers, integers of signed 64 bits, strings that pass :func:`check_text`.
+
+    Iterative (decoded JSON may nest deeper than Python's recursion limit); a path is spelled out only
+    for an item that fails."""
+    stack: list[tuple[str, object, object]] = [(path, None, value)]
+    while stack:
+        parent, key, item = stack.pop()
+        problem: tuple[str, str] | None = None
+        if isinstance(item, str):
+            found = check_text(item)
+            problem = (found.code, found.message) if found is not None else None
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not MIN_INT64 <= item <= MAX_INT64:
+                problem = ("out_of_range", "must be an integer of signed 64 bits (-2**63 to 2**63 - 1)")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                problem = ("not_finite", "must be a finite number")
+        elif isinstance(item, dict | list):
+            where = parent if key is None else f"{parent}.{key}"
+            if isinstance(item, dict):
+                for k in item:
+                    _check_key(c, where, k)
+                children: list[tuple[str, object, object]] = [(where, k, v) for k, v in item.items()]
+            else:
+                children = [(where, i, v) for i, v in enumerate(item)]
+            stack.extend(reversed(children))
+        if problem is not None:
+            c.fail(parent if key is None else f"{parent}.{key}", *problem)
 
 
 def dumps_metadata(metadata: Mapping[str, Any] | None) -> str | None:

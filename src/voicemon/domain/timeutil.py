@@ -7,7 +7,8 @@ servers in different time zones.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, date, datetime
 
 SECOND_MS = 1_000
 MINUTE_MS = 60 * SECOND_MS
@@ -27,8 +28,24 @@ class TimeParseError(ValueError):
         self.code = code
 
 
+# RFC 3339 section 5.6 ``date-time``: "T" and "Z" in either case, one or more fraction digits, and an
+# offset of exactly "Z" or "+HH:MM" / "-HH:MM". ISO 8601's other spellings (basic format, minutes without
+# seconds, "+0000", a space instead of "T") are refused: a time is read one way only.
+_DATE = r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+_TIME = r"[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+_RFC3339 = re.compile(_DATE + _TIME + r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))")
+# The same without an offset, or a date alone: a local time, refused with its own code.
+_NAIVE = re.compile(_DATE + f"(?:{_TIME})?")
+
+_INVALID = "must be an RFC 3339 time with offset (2026-11-28T13:05:00Z) or integer epoch ms"
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+
+
 def parse_time(value: object) -> int:
     """Return epoch milliseconds for an RFC 3339 string with offset or an integer epoch-ms value.
+
+    Fractions finer than a millisecond are truncated. Leap seconds (``:60``) are refused: epoch
+    milliseconds, like POSIX time, have no name for them. Raises :class:`TimeParseError`.
 
     >>> parse_time("2026-11-28T13:05:00+02:00")
     1795863900000
@@ -36,30 +53,57 @@ def parse_time(value: object) -> int:
     1795863900000
     """
     if isinstance(value, bool):
-        raise TimeParseError("invalid_time", "must be an RFC 3339 time with offset or integer epoch ms")
+        raise TimeParseError("invalid_time", _INVALID)
     if isinstance(value, int):
         ms = value
     elif isinstance(value, str):
-        if value.endswith("z"):  # RFC 3339 allows a lower-case "z"; fromisoformat does not
-            value = value[:-1] + "Z"
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise TimeParseError(
-                "invalid_time", "must be an RFC 3339 time with offset or integer epoch ms"
-            ) from None
-        if parsed.tzinfo is None or parsed.utcoffset() is None:
-            raise TimeParseError("naive_time", "must carry a UTC offset such as Z or +02:00")
-        ms = (parsed - _EPOCH) // _ONE_MS
+        ms = _parse_rfc3339(value)
     else:
-        raise TimeParseError("invalid_time", "must be an RFC 3339 time with offset or integer epoch ms")
+        raise TimeParseError("invalid_time", _INVALID)
     if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
         raise TimeParseError("invalid_time", "is outside the years 1970 to 9999")
     return ms
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
+def _parse_rfc3339(text: str) -> int:
+    found = _RFC3339.fullmatch(text)
+    if found is None:
+        naive = _NAIVE.fullmatch(text)
+        if naive is not None and _local_ms(*naive.groups()) is not None:
+            raise TimeParseError("naive_time", "must carry a UTC offset such as Z or +02:00")
+        raise TimeParseError("invalid_time", _INVALID)
+    *local, sign, offset_hour, offset_minute = found.groups()
+    ms = _local_ms(*local)
+    if ms is None:
+        raise TimeParseError("invalid_time", "is not a calendar date and time (no leap seconds)")
+    if sign is not None:
+        hours, minutes = int(offset_hour), int(offset_minute)
+        if hours > 23 or minutes > 59:
+            raise TimeParseError("invalid_time", "has an offset outside -23:59 to +23:59")
+        offset_ms = hours * HOUR_MS + minutes * MINUTE_MS
+        ms -= offset_ms if sign == "+" else -offset_ms
+    return ms
+
+
+def _local_ms(
+    year: str,
+    month: str,
+    day: str,
+    hour: str | None,
+    minute: str | None,
+    second: str | None,
+    fraction: str | None,
+) -> int | None:
+    """Milliseconds of a wall-clock time as if it were UTC, or ``None`` if a field is out of range."""
+    try:
+        days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
+    except ValueError:  # month 13, February 30, year 0
+        return None
+    h, m, s = int(hour or 0), int(minute or 0), int(second or 0)
+    if h > 23 or m > 59 or s > 59:
+        return None
+    millis = int((fraction or "")[:3].ljust(3, "0"))
+    return days * DAY_MS + h * HOUR_MS + m * MINUTE_MS + s * SECOND_MS + millis
 
 
 def format_time(ms: int) -> str:

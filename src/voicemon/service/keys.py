@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from voicemon.clock import Clock
 from voicemon.domain.access import Principal, Role
 from voicemon.domain.events import MAX_ID_CHARS
+from voicemon.domain.text import NAME, TEXT, check_text
 from voicemon.errors import AuthError, NotFoundError, ValidationError
 from voicemon.storage import Database
 from voicemon.storage import keys as key_store
@@ -24,6 +25,7 @@ from voicemon.storage.keys import KeyRecord
 PREFIX = "vm"
 # What ``create`` makes: 8 random bytes in hex. Anything else is refused before the database is asked.
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
+MAX_KEY_NAME_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,9 @@ class KeyService:
         self._lock = threading.Lock()
 
     def create(self, role: str, organization_id: str | None = None, name: str | None = None) -> CreatedKey:
+        """Make a key; the secret is in the result only. ``name`` is a display name like an
+        organization's (1 to 200 characters, not blank, no control characters). Raises ValidationError
+        naming the CLI option at fault (``role``, ``org``, ``name``)."""
         try:
             parsed_role = Role(role)
         except ValueError:
@@ -54,6 +59,16 @@ class KeyService:
             raise ValidationError("staff keys are platform-wide", code="staff_scoped", field="org")
         if organization_id is not None and not 0 < len(organization_id) <= MAX_ID_CHARS:
             raise ValidationError(f"must be 1 to {MAX_ID_CHARS} characters", code="too_long", field="org")
+        if name is not None and (not name.strip() or len(name) > MAX_KEY_NAME_CHARS):
+            raise ValidationError(
+                f"must be 1 to {MAX_KEY_NAME_CHARS} characters and not blank",
+                code="invalid_length",
+                field="name",
+            )
+        for field, value, kind in (("org", organization_id, TEXT), ("name", name, NAME)):
+            problem = check_text(value, kind=kind) if value is not None else None
+            if problem is not None:
+                raise ValidationError(problem.message, code=problem.code, field=field)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(20)
         record = KeyRecord(

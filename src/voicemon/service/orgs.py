@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 
 from voicemon.clock import Clock
 from voicemon.domain.events import MAX_ID_CHARS
+from voicemon.domain.text import NAME, TEXT, check_text
 from voicemon.errors import ValidationError
 from voicemon.storage import Database
 from voicemon.storage import orgs as org_store
@@ -27,6 +28,8 @@ class OrgService:
             return org_store.list_orgs(conn)
 
     def put(self, organization_id: str, name: str) -> OrgRecord:
+        """Name an organization. The name is one line of display text: 1 to 200 characters, not blank,
+        no control characters (:data:`~voicemon.domain.text.NAME`). Raises ValidationError."""
         if not 0 < len(organization_id) <= MAX_ID_CHARS:
             raise ValidationError(
                 f"must be 1 to {MAX_ID_CHARS} characters", code="invalid_length", field="organization_id"
@@ -35,11 +38,10 @@ class OrgService:
             raise ValidationError(
                 f"must be 1 to {MAX_NAME_CHARS} characters and not blank", code="invalid_length", field="name"
             )
-        for field, value in (("organization_id", organization_id), ("name", name)):
-            if "\x00" in value:  # PostgreSQL text cannot hold it; refused alike on every database
-                raise ValidationError(
-                    "must not contain NUL characters", code="invalid_character", field=field
-                )
+        for field, value, kind in (("organization_id", organization_id, TEXT), ("name", name, NAME)):
+            problem = check_text(value, kind=kind)
+            if problem is not None:
+                raise ValidationError(problem.message, code=problem.code, field=field)
         with self._db.write() as conn:
             return org_store.put_org(conn, organization_id, name, self._clock.now_ms())
 

@@ -1,0 +1,112 @@
+"""The HTTP server's own limits, for ``voicemon serve``: a deadline for each request head, and JSON error
+bodies for the replies the server gives without asking the app.
+
+Why a subclass: uvicorn (written against 0.54 and its httptools protocol, the one ``serve`` uses) times
+out a connection only while it is idle after a response, and any byte received cancels that timer, so a
+client that connects and sends nothing, or sends a request head a byte at a time, holds its connection
+for ever. And the replies uvicorn writes itself are plain text, where every voicemon reply is the JSON
+error body of SPEC 7. :class:`GuardedHttpProtocol` changes only that:
+
+- a head deadline, armed when the connection opens and after each response, cancelled when a request
+  head is complete; when it passes, the connection is closed;
+- a request the HTTP parser rejects (a control character in a header, a malformed request line) gets
+  ``400 {"error": {"code": "bad_request", ...}}``;
+- a request over the connection limit (uvicorn's ``limit_concurrency``, checked as uvicorn checks it)
+  gets ``503 {"error": {"code": "over_capacity", ...}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from voicemon.settings import Settings
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
+_OVER_CAPACITY = _error_body("over_capacity", "the server is at its connection limit; try again shortly")
+_INVALID_HTTP = _error_body(
+    "bad_request", "invalid HTTP request: a header holds a control character, or the request is malformed"
+)
+
+
+async def _over_capacity(_scope: Scope, _receive: Receive, send: Send) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_OVER_CAPACITY)).encode("ascii")),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": _OVER_CAPACITY, "more_body": False})
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a request-head deadline and JSON replies of its own."""
+
+    head_timeout_s = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_deadline: asyncio.TimerHandle | None = None
+        # The limit is checked in on_headers_complete below, to answer in JSON; uvicorn must not.
+        self._max_concurrency = self.limit_concurrency
+        self.limit_concurrency = None
+
+    def _arm_head_deadline(self) -> None:
+        self._cancel_head_deadline()
+        self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_deadline()
+        limit = self._max_concurrency
+        over = limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit)
+        self.app = _over_capacity if over else self.config.loaded_app
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Idle now, unless a pipelined request already sent its head and is being answered.
+        if not self.transport.is_closing() and self.cycle.response_complete:
+            self._arm_head_deadline()
+
+    def send_400_response(self, msg: str) -> None:
+        head = [
+            b"HTTP/1.1 400 Bad Request\r\n",
+            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(_INVALID_HTTP)).encode("ascii") + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + _INVALID_HTTP)
+        self.transport.close()
+
+
+def protocol_for(settings: Settings) -> type[GuardedHttpProtocol]:
+    """The protocol class (uvicorn's ``http=``) with this process's head deadline."""
+    return type("VoicemonHttpProtocol", (GuardedHttpProtocol,), {"head_timeout_s": settings.header_timeout_s})
