@@ -50,6 +50,17 @@ def postgres_database(prefix: str) -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def process_database(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[str]:
+    """A database of its own for a server process started by a test module: a new SQLite file, or a new
+    PostgreSQL database of this run, dropped after."""
+    if BACKEND != "postgresql":
+        yield f"sqlite:///{tmp_path_factory.mktemp(name)}/voicemon.db"
+        return
+    with postgres_database(f"voicemon_{name}") as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str | None]:
     if BACKEND != "postgresql":

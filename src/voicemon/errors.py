@@ -1,6 +1,8 @@
 """The one exception tree of voicemon.
 
     VoicemonError
+    ├── BadRequest             a body or request that cannot be read at all (HTTP 400)
+    ├── PayloadTooLarge        a body or batch over its limit (HTTP 413)
     ├── ValidationError        bad input; names the field and the rule (HTTP 422)
     ├── NotFoundError          no such thing, or not visible to the caller (HTTP 404)
     ├── AuthError              missing or unknown API key (HTTP 401)
@@ -27,6 +29,14 @@ class VoicemonError(Exception):
         self.field = field
         if code is not None:
             self.code = code
+
+
+class BadRequest(VoicemonError):
+    code = "bad_request"
+
+
+class PayloadTooLarge(VoicemonError):
+    code = "payload_too_large"
 
 
 class ValidationError(VoicemonError):

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import BACKEND, postgres_database
+from tests.conftest import process_database
 from tests.helpers import free_port
 from voicemon import Client
 from voicemon.service import Services
@@ -104,10 +104,7 @@ class ServerProcess:
 
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if BACKEND != "postgresql":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sdk')}/voicemon.db"
-        return
-    with postgres_database("voicemon_sdk") as url:
+    with process_database(tmp_path_factory, "sdk") as url:
         yield url
 
 

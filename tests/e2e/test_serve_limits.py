@@ -23,7 +23,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import BACKEND, postgres_database
+from tests.conftest import process_database
 from tests.helpers import free_port
 
 VOICEMON = Path(sys.executable).parent / "voicemon"
@@ -45,10 +45,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if BACKEND != "postgresql":
-        yield f"sqlite:///{tmp_path_factory.mktemp('serve')}/server.db"
-        return
-    with postgres_database("voicemon_serve") as url:
+    with process_database(tmp_path_factory, "serve") as url:
         yield url
 
 

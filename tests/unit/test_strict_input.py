@@ -24,7 +24,7 @@ from voicemon.api.schemas import EventIn, OrgIn, RetryIn, RunIn
 from voicemon.domain.events import MAX_INT64, MIN_INT64, Event, FieldError, ValidationContext, validate_event
 from voicemon.domain.text import INVALID_CHARACTER, NAME, TEXT, check_text
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS, TimeParseError, format_time, parse_time
-from voicemon.errors import ValidationError
+from voicemon.errors import BadRequest, ValidationError
 
 CTX = ValidationContext(
     now_ms=NOW_MS,
@@ -245,7 +245,7 @@ def test_the_body_decoder_uses_orjson_alone_without_a_rounded_integer(
     ],
 )
 def test_the_body_decoder_accepts_no_more_than_strict_json(body: bytes) -> None:
-    with pytest.raises(routes_events.BadRequest) as refused:
+    with pytest.raises(BadRequest) as refused:
         routes_events._decode(body)
     assert refused.value.code == "invalid_json"
 

@@ -20,14 +20,15 @@ from voicemon import __version__
 from voicemon.api import routes_artifacts, routes_events, routes_jobs, routes_metrics, routes_orgs
 from voicemon.api.deps import reject_nul_characters
 from voicemon.api.edge import RequestEdge, RequestTimeout, is_protected
-from voicemon.api.routes_events import BadRequest, PayloadTooLarge
 from voicemon.api.schemas import ErrorReply, EventBatchIn, EventIn, HealthOut
 from voicemon.clock import Clock
 from voicemon.errors import (
     AuthError,
+    BadRequest,
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    PayloadTooLarge,
     RateLimitError,
     StorageError,
     ValidationError,

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
+from voicemon.api.edge import PRINCIPAL_STATE, authenticate
 from voicemon.domain.access import Principal
 from voicemon.domain.text import check_text
 from voicemon.errors import ValidationError
@@ -31,16 +31,11 @@ async def principal(
 ) -> Principal:
     """The caller. The request edge (api/edge.py) authenticated it before any body was read and left it
     in the request state; only a request the edge did not guard is authenticated here."""
-    checked = getattr(request.state, "principal", None)
+    checked = getattr(request.state, PRINCIPAL_STATE, None)
     if isinstance(checked, Principal):
         return checked
     presented = credentials.credentials if credentials is not None else None
-    keys = (await services(request)).keys
-    known = keys.cached(presented)
-    if known is not None:
-        return known
-    # A cache miss reads the database: off the event loop.
-    return await run_in_threadpool(keys.authenticate, presented)
+    return await authenticate((await services(request)).keys, presented)
 
 
 async def reject_nul_characters(request: Request) -> None:

@@ -27,15 +27,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voicemon.api.routes_events import MAX_BODY_BYTES, BadRequest, PayloadTooLarge
 from voicemon.domain.access import Principal
-from voicemon.errors import VoicemonError
+from voicemon.errors import BadRequest, PayloadTooLarge, VoicemonError
 from voicemon.service.keys import KeyService
 
 KIB = 1024
 MIB = 1024 * KIB
 # Ingestion takes batches of up to 1000 events; OTLP exporters send larger batches; the rest is small.
-EVENTS_BODY_BYTES = MAX_BODY_BYTES
+EVENTS_BODY_BYTES = 5 * MIB
 OTLP_BODY_BYTES = 8 * MIB
 SMALL_BODY_BYTES = 64 * KIB
 
@@ -185,8 +184,13 @@ class RequestEdge:
             await self._error_reply(body.refused)(scope, receive, send)
 
     async def _authenticate(self, presented: str | None) -> Principal:
-        known = self._keys.cached(presented)
-        if known is not None:
-            return known
-        # A cache miss reads the database: off the event loop.
-        return await run_in_threadpool(self._keys.authenticate, presented)
+        return await authenticate(self._keys, presented)
+
+
+async def authenticate(keys: KeyService, presented: str | None) -> Principal:
+    """The principal behind a presented key: from the key cache, else from the database off the event
+    loop. Raises :class:`~voicemon.errors.AuthError`."""
+    known = keys.cached(presented)
+    if known is not None:
+        return known
+    return await run_in_threadpool(keys.authenticate, presented)
