@@ -263,13 +263,6 @@ def test_a_job_target_takes_rfc3339_and_epoch_ms(api: Api) -> None:
         assert r.json()["status"] == "succeeded"
 
 
-_BEYOND_RETENTION = pytest.mark.xfail(
-    strict=True,
-    reason="the jobs layer must refuse a target outside the retention its job reads (hourly: raw events)",
-)
-
-
-@_BEYOND_RETENTION
 @pytest.mark.parametrize("target", [0, "1970-01-01T00:00:00Z", NOW_MS - 49 * HOUR_MS])
 def test_an_hourly_target_beyond_raw_event_retention_is_refused(api: Api, target: object) -> None:
     before = row_counts(api.services)
@@ -279,7 +272,6 @@ def test_an_hourly_target_beyond_raw_event_retention_is_refused(api: Api, target
     assert row_counts(api.services) == before
 
 
-@_BEYOND_RETENTION
 def test_an_hour_whose_raw_events_are_gone_keeps_its_snapshot(api: Api, clock: FakeClock) -> None:
     """Aggregating again an hour whose raw events were deleted would replace its rows with zeros."""
     hour = floor_to(NOW_MS, HOUR_MS) - HOUR_MS

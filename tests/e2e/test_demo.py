@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import BACKEND
@@ -103,6 +105,19 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def check_the_server_is_the_guarded_one(port: int) -> None:
+    """The demo runs the server ``serve`` runs: a request the HTTP parser refuses gets its JSON 400."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), reply
+    assert b"content-type: application/json" in head.lower(), reply
+    assert orjson.loads(body)["error"]["code"] == "bad_request"
+
+
 def test_demo_backfills_serves_and_honours_a_full_retry(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "VOICEMON_DATABASE_URL": f"sqlite:///{tmp_path}/voicemon.db"}
@@ -124,6 +139,7 @@ def test_demo_backfills_serves_and_honours_a_full_retry(tmp_path: Path) -> None:
         url = lines.value_of("URL: ", started)
         key = lines.value_of("KEY: ", started)
         assert url == f"http://127.0.0.1:{port}"
+        check_the_server_is_the_guarded_one(port)
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
             check_the_day_was_backfilled_and_aggregated(http)
             artifact_id, retry_id = retry_a_failed_artifact(http, tmp_path / "voicemon-sim.db")

@@ -162,6 +162,10 @@ def test_an_idle_keep_alive_connection_is_closed_after_its_reply(server: Server)
         assert seconds_until_closed(sock) < CLOSED_WITHIN_S
 
 
+def test_serve_prints_the_address_it_listens_on(server: Server) -> None:
+    assert f"voicemon listening on http://127.0.0.1:{server.port}" in server.log.read_text()
+
+
 def test_a_control_character_in_a_header_gets_a_json_400(server: Server) -> None:
     with connect(server) as sock:
         sock.sendall(b"GET /v1/orgs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\x01b\r\n\r\n")

@@ -203,8 +203,43 @@ def test_invalid_stage_is_422_naming_stage(api: Api, clock: FakeClock) -> None:
         assert "stage" in error["message"], error
     before = table_contents(api.services)
     with pytest.raises(ValidationError) as caught:
-        api.services.retries.request(STAFF, "a1", "nonsense", None)
+        api.services.retries.request(STAFF, "a1", "nonsense", "ops")
     assert caught.value.field == "stage"
+    assert table_contents(api.services) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        ({"stage": "full"}, "missing"),
+        ({"stage": "full", "reason": None}, "string_type"),
+        ({"stage": "full", "reason": ""}, "string_too_short"),
+        ({"stage": "full", "reason": "x" * 2001}, "string_too_long"),
+    ],
+    ids=["absent", "null", "empty", "2001 chars"],
+)
+def test_a_retry_needs_a_reason_of_1_to_2000_characters(
+    api: Api, clock: FakeClock, body: dict[str, object], rule: str
+) -> None:
+    failed_artifact(api, clock)
+    before = table_contents(api.services)
+    r = api.call("POST", "/v1/artifacts/a1/retries", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"].startswith("reason: "), r.text
+    assert table_contents(api.services) == before
+    ok = api.call("POST", "/v1/artifacts/a1/retries", json={"stage": "full", "reason": "x" * 2000})
+    assert ok.status_code == 202, ok.text
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 2001, "ops\x00", "\ud800"], ids=repr)
+def test_the_retry_use_case_refuses_a_bad_reason_from_any_entry_point(
+    api: Api, clock: FakeClock, reason: str
+) -> None:
+    failed_artifact(api, clock)
+    before = table_contents(api.services)
+    with pytest.raises(ValidationError) as caught:
+        api.services.retries.request(STAFF, "a1", "full", reason)
+    assert caught.value.field == "reason"
     assert table_contents(api.services) == before
 
 

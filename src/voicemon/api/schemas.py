@@ -293,7 +293,7 @@ class RunIn(Strict):
 
 class RetryIn(Strict):
     stage: Literal["transcription", "claims_extraction", "entity_resolution", "draft_generation", "full"]
-    reason: Text | None = Field(None, max_length=2000, description="why; kept with the retry record")
+    reason: Text = Field(min_length=1, max_length=2000, description="why; kept with the retry record")
 
 
 class RetryOut(BaseModel):

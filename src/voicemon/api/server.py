@@ -13,14 +13,21 @@ error body of SPEC 7. :class:`GuardedHttpProtocol` changes only that:
   ``400 {"error": {"code": "bad_request", ...}}``;
 - a request over the connection limit (uvicorn's ``limit_concurrency``, checked as uvicorn checks it)
   gets ``503 {"error": {"code": "over_capacity", ...}}``.
+
+:func:`build_server` is the one place a server is configured, for ``serve`` and ``demo`` alike; the
+server it builds prints the address it listens on once its socket is bound (uvicorn's own log stays at
+warning level).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
 from typing import Any
 
 import orjson
+import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -110,3 +117,35 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 def protocol_for(settings: Settings) -> type[GuardedHttpProtocol]:
     """The protocol class (uvicorn's ``http=``) with this process's head deadline."""
     return type("VoicemonHttpProtocol", (GuardedHttpProtocol,), {"head_timeout_s": settings.header_timeout_s})
+
+
+class AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that prints ``voicemon listening on http://HOST:PORT`` to stderr once bound (with
+    the port the system chose, when asked for port 0)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.started:
+            return
+        for server in self.servers:
+            for bound in server.sockets:
+                host, port = bound.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                sys.stderr.write(f"voicemon listening on http://{shown}:{port}\n")
+                sys.stderr.flush()
+
+
+def build_server(app: Any, settings: Settings, host: str, port: int) -> AnnouncingServer:
+    """The server ``serve`` and ``demo`` run: the guarded protocol, the connection limit and keep-alive
+    from settings. The app bounds bodies (:mod:`voicemon.api.edge`)."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=protocol_for(settings),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_s,
+    )
+    return AnnouncingServer(config)

@@ -12,12 +12,12 @@ from types import FrameType
 
 import httpx
 import typer
-import uvicorn
 from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import Progress
 
 from voicemon.api import create_app
+from voicemon.api.server import build_server
 from voicemon.cli.watch import watch
 from voicemon.sdk import Client
 from voicemon.service import Services
@@ -57,7 +57,7 @@ def run_demo(host: str, port: int, hours: float, rate_per_min: float, seed: int 
     staff = services.keys.create("staff", None, "demo")
     ingest = services.keys.create("ingest", None, "demo-simulator")
     app = create_app(settings, services=services, run_scheduler=True, own_process=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    server = build_server(app, settings, host, port)
     thread = threading.Thread(target=server.run, name="voicemon-server", daemon=True)
     thread.start()
     url = f"http://{host}:{port}"

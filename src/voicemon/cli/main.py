@@ -8,7 +8,6 @@ from typing import Annotated
 import httpx
 import orjson
 import typer
-import uvicorn
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -16,7 +15,7 @@ from rich.table import Table
 from voicemon.api import create_app
 from voicemon.api.params import parse_time_param
 from voicemon.api.render import run_out
-from voicemon.api.server import protocol_for
+from voicemon.api.server import build_server
 from voicemon.cli.demo import run_demo
 from voicemon.cli.watch import watch
 from voicemon.domain.timeutil import format_time
@@ -198,17 +197,7 @@ def serve(
     """Run the HTTP API (migrates the database first)."""
     settings = Settings()
     application = create_app(settings, run_scheduler=not no_scheduler, own_process=True)
-    # The connection limits are the server's (api/server.py); the app bounds bodies (api/edge.py).
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        http=protocol_for(settings),
-        limit_concurrency=settings.max_connections,
-        timeout_keep_alive=settings.keep_alive_s,
-    )
+    build_server(application, settings, host, port).run()
 
 
 @app.command("demo")

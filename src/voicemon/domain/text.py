@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from voicemon.errors import ValidationError
+
 INVALID_CHARACTER = "invalid_character"
 
 
@@ -75,3 +77,17 @@ def check_text(value: str, *, kind: TextKind = TEXT) -> TextProblem | None:
     else:
         what = "a control character"
     return TextProblem(INVALID_CHARACTER, f"must not contain {what} ({where})")
+
+
+def require_text(field: str, value: str, *, max_chars: int, kind: TextKind = TEXT) -> str:
+    """``value`` if it is 1 to ``max_chars`` characters, not blank, and meets :func:`check_text`; else
+    :class:`~voicemon.errors.ValidationError` naming ``field`` and the rule. For use cases that keep a
+    caller's string (a retry reason, a display name), whichever entry point the string came through."""
+    if not value.strip() or len(value) > max_chars:
+        raise ValidationError(
+            f"must be 1 to {max_chars} characters and not blank", code="invalid_length", field=field
+        )
+    problem = check_text(value, kind=kind)
+    if problem is not None:
+        raise ValidationError(problem.message, code=problem.code, field=field)
+    return value

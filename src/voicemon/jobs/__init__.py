@@ -34,7 +34,7 @@ def build_runner(services: Services) -> JobRunner:
 
     def check(period: Period) -> Callable[[int], None]:
         def _check(target_ms: int) -> None:
-            agg.ensure_complete(period, period_start(period, target_ms), services.clock.now_ms())
+            agg.ensure_target(period, period_start(period, target_ms), services.clock.now_ms())
 
         return _check
 

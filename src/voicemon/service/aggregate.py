@@ -25,6 +25,7 @@ from voicemon.domain.periods import (
     BLOCK_TYPES,
     Period,
     blocks_of,
+    ceil_to,
     complete_blocks,
     complete_periods,
     is_complete,
@@ -34,7 +35,7 @@ from voicemon.domain.periods import (
 )
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.timeutil import format_time
-from voicemon.errors import ConflictError
+from voicemon.errors import ConflictError, ValidationError
 from voicemon.settings import Settings
 from voicemon.storage import Database
 from voicemon.storage import snapshots as snapshot_store
@@ -85,19 +86,36 @@ class Aggregator:
         self._clock = clock
         self._settings = settings
 
-    def ensure_complete(self, period: Period, start_ms: int, now_ms: int) -> None:
-        """Refuse (ConflictError ``period_incomplete``) a period whose end has not passed."""
+    def source_retention_ms(self, period: Period) -> int:
+        """How far back the rows a period is built from are kept: raw events for an hour, hourly rows
+        for a day."""
+        s = self._settings
+        return s.event_retention_ms if period is Period.HOURLY else s.hourly_retention_ms
+
+    def ensure_target(self, period: Period, start_ms: int, now_ms: int) -> None:
+        """Refuse a period that cannot be built correctly now: ``period_incomplete`` (409) while its end
+        has not passed, ``too_old`` (422, field ``target``) once what it is built from is no longer all
+        kept. Rebuilding such a period would replace good rows with the remains of expired data."""
         if not is_complete(period, start_ms, now_ms):
             raise ConflictError(
                 f"the {period.value} period starting {format_time(start_ms)} is not complete yet",
                 code="period_incomplete",
+            )
+        oldest_ms = ceil_to(now_ms - self.source_retention_ms(period), period.length_ms)
+        if start_ms < oldest_ms:
+            source = "raw events" if period is Period.HOURLY else "hourly snapshots"
+            raise ValidationError(
+                f"the {period.value} period starting {format_time(start_ms)} is older than the {source} "
+                f"it is built from (the oldest it can rebuild starts {format_time(oldest_ms)})",
+                code="too_old",
+                field="target",
             )
 
     def aggregate_hour(self, start_ms: int) -> int:
         """Write every row of the hour that starts at ``start_ms``; returns how many rows."""
         start_ms = period_start(Period.HOURLY, start_ms)
         now_ms = self._clock.now_ms()
-        self.ensure_complete(Period.HOURLY, start_ms, now_ms)
+        self.ensure_target(Period.HOURLY, start_ms, now_ms)
         end_ms = start_ms + Period.HOURLY.length_ms
         with self._db.read() as conn, conn.begin():
             read_version = snapshot_store.version_of(conn, Period.HOURLY.value, start_ms)
@@ -116,7 +134,7 @@ class Aggregator:
         (``blocks=False`` leaves them to the caller, which rolls up several days)."""
         start_ms = period_start(Period.DAILY, start_ms)
         now_ms = self._clock.now_ms()
-        self.ensure_complete(Period.DAILY, start_ms, now_ms)
+        self.ensure_target(Period.DAILY, start_ms, now_ms)
         end_ms = start_ms + Period.DAILY.length_ms
         raw_from = max(start_ms, now_ms - self._settings.event_retention_ms)
         hours = [h for h in self._hours_needing_work(start_ms, end_ms, now_ms) if h >= raw_from]

@@ -8,7 +8,7 @@ from sqlalchemy import Connection
 
 from voicemon.clock import Clock
 from voicemon.domain.events import MAX_ID_CHARS
-from voicemon.domain.text import NAME, TEXT, check_text
+from voicemon.domain.text import NAME, check_text, require_text
 from voicemon.errors import ValidationError
 from voicemon.storage import Database
 from voicemon.storage import orgs as org_store
@@ -34,14 +34,10 @@ class OrgService:
             raise ValidationError(
                 f"must be 1 to {MAX_ID_CHARS} characters", code="invalid_length", field="organization_id"
             )
-        if not name.strip() or len(name) > MAX_NAME_CHARS:
-            raise ValidationError(
-                f"must be 1 to {MAX_NAME_CHARS} characters and not blank", code="invalid_length", field="name"
-            )
-        for field, value, kind in (("organization_id", organization_id, TEXT), ("name", name, NAME)):
-            problem = check_text(value, kind=kind)
-            if problem is not None:
-                raise ValidationError(problem.message, code=problem.code, field=field)
+        problem = check_text(organization_id)
+        if problem is not None:
+            raise ValidationError(problem.message, code=problem.code, field="organization_id")
+        require_text("name", name, max_chars=MAX_NAME_CHARS, kind=NAME)
         with self._db.write() as conn:
             return org_store.put_org(conn, organization_id, name, self._clock.now_ms())
 

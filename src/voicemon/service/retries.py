@@ -28,6 +28,7 @@ from voicemon.domain.retries import (
     RetryStage,
     RetryStatus,
 )
+from voicemon.domain.text import require_text
 from voicemon.errors import ConflictError, IntegrityConflict, NotFoundError, RateLimitError, ValidationError
 from voicemon.service.ingest import store_events
 from voicemon.storage import Database
@@ -78,7 +79,7 @@ class RetryService:
         principal: Principal,
         artifact_id: str,
         stage: str,
-        reason: str | None,
+        reason: str,
         organization_id: str | None = None,
     ) -> Retry:
         """Start a retry of the artifact named by ``artifact_id`` and ``organization_id`` (see
@@ -87,10 +88,7 @@ class RetryService:
         Forbidden (403), each before anything is written."""
         require_role(principal, Role.STAFF)
         retry_stage = _parse_stage(stage)
-        if reason is not None and len(reason) > MAX_REASON_CHARS:
-            raise ValidationError(
-                f"must be at most {MAX_REASON_CHARS} characters", code="too_long", field="reason"
-            )
+        require_text("reason", reason, max_chars=MAX_REASON_CHARS)
         now_ms = self._clock.now_ms()
         try:
             with self._db.write() as conn:
