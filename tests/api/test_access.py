@@ -82,7 +82,7 @@ class World:
         """What a refused write must leave alone: events, the org directory, retries and job runs."""
         with self.api.services.db.read() as conn:
             events = count_events(conn)
-        orgs = [(o.organization_id, o.name) for o in self.api.services.orgs.list()]
+        orgs = [(o.organization_id, o.name) for o in self.api.services.orgs.list(STAFF)]
         retries = items_of(self.api.call("GET", "/v1/artifacts/art-b/retries"))
         runs = items_of(self.api.call("GET", "/v1/jobs/cleanup-events/runs"))
         return events, orgs, len(retries), len(runs)

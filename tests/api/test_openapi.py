@@ -83,7 +83,7 @@ def _seed(api: Api) -> None:
         ev("artifact_failed", "art-1", NOW_MS - MINUTE_MS, organization_id="org-1", error_code="boom"),
     ]
     assert api.services.ingest_blocking(events, STAFF).accepted == len(events)
-    api.services.orgs.put("org-1", "Org One")
+    api.services.orgs.put(STAFF, "org-1", "Org One")
 
 
 def _fuzz(case_strategy: Any, headers: dict[str, str], seen: Counter[int]) -> None:

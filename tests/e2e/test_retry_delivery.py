@@ -31,8 +31,9 @@ from tests.helpers import ev, free_port
 from voicemon.clock import FakeClock, SystemClock
 from voicemon.domain.timeutil import MINUTE_MS, SECOND_MS, format_time
 from voicemon.service import Services
-from voicemon.service.dispatch import SIGNATURE_HEADER, DeliveryError, WebhookHandler, sign
 from voicemon.service.retries import RetryCommand
+from voicemon.service.retry_delivery import WebhookHandler
+from voicemon.service.transports import SIGNATURE_HEADER, DeliveryError, sign
 from voicemon.settings import Settings
 from voicemon.storage.tables import outbox, retries
 
@@ -222,7 +223,7 @@ def test_dispatcher_thread_delivers_on_a_real_clock(settings: Settings, receiver
             ev("transcription_failed", "t1", now - 1000, error_message="asr down"),
         ]
         assert services.ingest_blocking(events, STAFF).accepted == 2
-        record = services.retries.request(STAFF, "t1", "transcription", None)
+        record = services.retries.request(STAFF, "t1", "transcription", "asr back")
         wait_for(lambda: receiver.delivered != [], 10, "the webhook to be delivered")
         wait_for(
             lambda: services.retries.list(STAFF, "t1")[0].status.value == "dispatched",

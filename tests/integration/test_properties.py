@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from tests.conftest import NOW_MS, STAFF, FreshServices
+from voicemon.domain.records import EventFilter
 from voicemon.domain.timeutil import MINUTE_MS, format_time
 from voicemon.service import Services
-from voicemon.storage.events import EventFilter, count_events
+from voicemon.storage.events import count_events
 
 ORGS = ("o1", "o2")
 STAGE_TYPES = (

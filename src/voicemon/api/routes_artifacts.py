@@ -10,7 +10,6 @@ from voicemon.api.deps import PrincipalDep, ServicesDep
 from voicemon.api.params import LimitQuery
 from voicemon.api.render import artifact_out, event_out, retry_out
 from voicemon.api.schemas import ArtifactDetailOut, ArtifactPage, ErrorReply, RetryIn, RetryList, RetryOut
-from voicemon.domain.access import Role, require_role
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
@@ -40,7 +39,6 @@ def list_artifacts(
     status: StatusFilter | None = None,
     organization_id: OrganizationQuery = None,
 ) -> dict[str, Any]:
-    require_role(principal, Role.VIEWER, Role.STAFF)
     page = services.queries.list_artifacts(principal, status, organization_id, cursor, limit)
     return {"items": [artifact_out(s, stuck) for s, stuck in page.items], "next_cursor": page.next_cursor}
 
@@ -57,7 +55,6 @@ def get_artifact(
     artifact_id: ArtifactPath,
     organization_id: OwnerQuery = None,
 ) -> dict[str, Any]:
-    require_role(principal, Role.VIEWER, Role.STAFF)
     detail = services.queries.artifact(principal, artifact_id, organization_id)
     body = artifact_out(detail.summary, detail.stuck)
     body["timeline"] = [event_out(e) for e in detail.timeline]

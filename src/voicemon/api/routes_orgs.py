@@ -8,9 +8,8 @@ from fastapi import APIRouter, Path
 
 from voicemon.api.deps import PrincipalDep, ServicesDep
 from voicemon.api.schemas import OrgIn, OrgList, OrgOut
-from voicemon.domain.access import Role, require_role
+from voicemon.domain.records import OrgRecord
 from voicemon.domain.timeutil import format_time
-from voicemon.storage.orgs import OrgRecord
 
 router = APIRouter(prefix="/v1/orgs", tags=["orgs"])
 
@@ -21,8 +20,7 @@ def _out(r: OrgRecord) -> dict[str, Any]:
 
 @router.get("", response_model=OrgList, summary="The organization directory")
 def list_orgs(services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
-    require_role(principal, Role.STAFF)
-    return {"items": [_out(r) for r in services.orgs.list()]}
+    return {"items": [_out(r) for r in services.orgs.list(principal)]}
 
 
 @router.put("/{organization_id}", response_model=OrgOut, summary="Name an organization")
@@ -32,5 +30,4 @@ def put_org(
     organization_id: Annotated[str, Path(min_length=1, max_length=128)],
     body: OrgIn,
 ) -> dict[str, Any]:
-    require_role(principal, Role.STAFF)
-    return _out(services.orgs.put(organization_id, body.name))
+    return _out(services.orgs.put(principal, organization_id, body.name))

@@ -28,6 +28,18 @@ class Principal:
         return self.role is Role.STAFF
 
 
+# voicemon itself, behind no API key: scheduled job runs and the operator's own CLI commands.
+SYSTEM = Principal(key_id="system", name="voicemon", role=Role.STAFF)
+
+
+READERS = (Role.VIEWER, Role.STAFF)
+"""Who may read events, artifacts, counters and snapshots."""
+WRITERS = (Role.INGEST, Role.STAFF)
+"""Who may send events."""
+STAFF_ONLY = (Role.STAFF,)
+"""Who may run jobs, retry, see the organization breakdown and keep the directory and keys."""
+
+
 def require_role(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
         allowed = " or ".join(r.value for r in roles)

@@ -1,7 +1,8 @@
 """An artifact's summary, folded from its events in any order (SPEC 4, 3.4).
 
-:func:`apply_event` is the whole state machine. The status is the one implied by the status-changing event
-with the latest ``timestamp``; a tie goes to the later arrival. The summary also remembers when each stage
+:func:`fold` applies events in arrival order to each artifact's summary, through one state machine. The
+status is the one implied by the status-changing event with the latest ``timestamp``; a tie goes to the
+later arrival. The summary also remembers when each stage
 last started, so a completion that arrives in a later request than its ``*_started`` still gets its
 duration (the earlier system's latencies were always 0 because it could not do this).
 """
@@ -118,16 +119,6 @@ def new_artifact(event: Event) -> ArtifactState:
         first_event_at_ms=event.timestamp_ms,
         last_event_at_ms=event.timestamp_ms,
     )
-
-
-def apply_event(state: ArtifactState, event: Event) -> tuple[ArtifactState, Event]:
-    """Fold one newly stored event into a copy of the summary.
-
-    Returns the new summary and the event with its duration worked out from the matching ``*_started``
-    event when it had none of its own.
-    """
-    working = copy(state)
-    return working, _apply_in_place(working, event)
 
 
 def _apply_in_place(s: ArtifactState, event: Event) -> Event:

@@ -33,13 +33,14 @@ from voicemon.domain.periods import (
     period_start,
     plan_cover,
 )
+from voicemon.domain.records import SnapshotRow
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.timeutil import format_time
 from voicemon.errors import ConflictError, ValidationError
 from voicemon.settings import Settings
 from voicemon.storage import Database
 from voicemon.storage import snapshots as snapshot_store
-from voicemon.storage.snapshots import ALL_SCOPES, SnapshotRow
+from voicemon.storage.snapshots import ALL_SCOPES
 
 logger = logging.getLogger(__name__)
 

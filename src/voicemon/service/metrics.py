@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from voicemon.clock import Clock
-from voicemon.domain.access import Principal, Role, aggregate_scope, require_role
+from voicemon.domain.access import READERS, STAFF_ONLY, Principal, aggregate_scope, require_role
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.periods import Cover, Period, period_start, plan_cover, units_above
+from voicemon.domain.records import SnapshotRow
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.timeutil import DAY_MS
 from voicemon.errors import ValidationError
@@ -23,7 +24,6 @@ from voicemon.service.aggregate import parts_from_events
 from voicemon.service.orgs import display_names
 from voicemon.storage import Database
 from voicemon.storage import snapshots as snapshot_store
-from voicemon.storage.snapshots import SnapshotRow
 
 DEFAULT_RANGE_MS = {Period.HOURLY: DAY_MS, Period.DAILY: 30 * DAY_MS}
 
@@ -68,6 +68,7 @@ class MetricsQueries:
 
     def history(self, principal: Principal, r: Range, organization_id: str | None) -> list[SnapshotRow]:
         """Rows of one scope, oldest first: platform-wide rows only when no organization is named."""
+        require_role(principal, *READERS)
         scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
         with self._db.read() as conn:
             return snapshot_store.load_rows(conn, r.period.value, r.start_ms, r.end_ms, scope)
@@ -85,6 +86,7 @@ class MetricsQueries:
     def summary(self, principal: Principal, r: Range, organization_id: str | None) -> Merged:
         """The range merged into one row: equal to merging every row ``history`` gives. ``computed_ms``
         is the newest of the rows read (a block or a day is computed after the rows it merges)."""
+        require_role(principal, *READERS)
         scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
         with self._db.read() as conn:
             rows = snapshot_store.load_cover(conn, r.period.value, self._cover(conn, r), scope)
@@ -94,6 +96,7 @@ class MetricsQueries:
     def current_hour(self, principal: Principal, organization_id: str | None) -> Merged:
         """The hour in progress, computed from raw events on demand (nothing is stored: the hour is not
         complete). Its range ends now."""
+        require_role(principal, *READERS)
         scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
         now_ms = self._clock.now_ms()
         start = period_start(Period.HOURLY, now_ms)
@@ -104,7 +107,7 @@ class MetricsQueries:
     def by_organization(self, principal: Principal, r: Range) -> list[OrgItem]:
         """One merged item per organization with rows in the range: received desc, then id. Counts are
         summed in SQL; only the end-to-end sketches are merged here (the breakdown shows no stages)."""
-        require_role(principal, Role.STAFF)
+        require_role(principal, *STAFF_ONLY)
         with self._db.read() as conn:
             totals = snapshot_store.org_totals(conn, r.period.value, self._cover(conn, r))
             names = display_names(conn, (t.scope for t in totals))

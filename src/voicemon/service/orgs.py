@@ -7,12 +7,13 @@ from collections.abc import Iterable
 from sqlalchemy import Connection
 
 from voicemon.clock import Clock
+from voicemon.domain.access import STAFF_ONLY, Principal, require_role
 from voicemon.domain.events import MAX_ID_CHARS
+from voicemon.domain.records import OrgRecord
 from voicemon.domain.text import NAME, check_text, require_text
 from voicemon.errors import ValidationError
 from voicemon.storage import Database
 from voicemon.storage import orgs as org_store
-from voicemon.storage.orgs import OrgRecord
 
 MAX_NAME_CHARS = 200
 UNKNOWN_ORG_NAME = "Unknown"
@@ -23,13 +24,16 @@ class OrgService:
         self._db = db
         self._clock = clock
 
-    def list(self) -> list[OrgRecord]:
+    def list(self, principal: Principal) -> list[OrgRecord]:
+        """The directory, by id (staff)."""
+        require_role(principal, *STAFF_ONLY)
         with self._db.read() as conn:
             return org_store.list_orgs(conn)
 
-    def put(self, organization_id: str, name: str) -> OrgRecord:
+    def put(self, principal: Principal, organization_id: str, name: str) -> OrgRecord:
         """Name an organization. The name is one line of display text: 1 to 200 characters, not blank,
-        no control characters (:data:`~voicemon.domain.text.NAME`). Raises ValidationError."""
+        no control characters (:data:`~voicemon.domain.text.NAME`). Staff only; raises ValidationError."""
+        require_role(principal, *STAFF_ONLY)
         if not 0 < len(organization_id) <= MAX_ID_CHARS:
             raise ValidationError(
                 f"must be 1 to {MAX_ID_CHARS} characters", code="invalid_length", field="organization_id"

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from voicemon.clock import Clock
-from voicemon.domain.access import Principal, aggregate_scope, visible_organization
+from voicemon.domain.access import READERS, Principal, aggregate_scope, require_role, visible_organization
 from voicemon.domain.artifacts import ArtifactState, choose_artifact
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.cursor import decode_cursor, encode_cursor
 from voicemon.domain.rates import failure_rate
+from voicemon.domain.records import EventFilter, StoredEvent
 from voicemon.domain.retries import Retry
 from voicemon.domain.timeutil import MINUTE_MS, floor_to
 from voicemon.storage import Database
@@ -19,7 +20,6 @@ from voicemon.storage import counters as counter_store
 from voicemon.storage import events as event_store
 from voicemon.storage import retries as retry_store
 from voicemon.storage.artifacts import ArtifactFilter
-from voicemon.storage.events import EventFilter, StoredEvent
 
 REALTIME_WINDOW_MINUTES = 60
 
@@ -61,6 +61,7 @@ class Queries:
     def list_events(
         self, principal: Principal, f: EventFilter, cursor: str | None, limit: int
     ) -> Page[StoredEvent]:
+        require_role(principal, *READERS)
         org = visible_organization(principal, f.organization_id)
         f = EventFilter(f.event_type, f.pipeline_stage, org, f.artifact_id, f.start_ms, f.end_ms)
         after = decode_cursor(cursor, "ev", int) if cursor else None
@@ -80,6 +81,7 @@ class Queries:
         cursor: str | None,
         limit: int,
     ) -> Page[tuple[ArtifactState, bool]]:
+        require_role(principal, *READERS)
         org = visible_organization(principal, organization_id)
         now_ms = self._clock.now_ms()
         f = ArtifactFilter(status, org, now_ms - self._stuck_after_ms)
@@ -101,6 +103,7 @@ class Queries:
         self, principal: Principal, artifact_id: str, organization_id: str | None = None
     ) -> ArtifactDetail:
         """One artifact, named by its id and (when several organizations use the id) its organization."""
+        require_role(principal, *READERS)
         with self._db.read() as conn:
             found = artifact_store.find_artifacts(conn, artifact_id)
             state = choose_artifact(principal, artifact_id, organization_id, found)
@@ -111,6 +114,7 @@ class Queries:
 
     def realtime(self, principal: Principal, organization_id: str | None) -> Realtime:
         """Counters of the 60 minutes ending now: the current minute and the 59 before it."""
+        require_role(principal, *READERS)
         org = aggregate_scope(principal, organization_id)
         now_ms = self._clock.now_ms()
         last_minute = floor_to(now_ms, MINUTE_MS)

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import Connection
 
 from voicemon.clock import Clock
-from voicemon.domain.access import Principal, Role, require_role
+from voicemon.domain.access import READERS, STAFF_ONLY, Principal, require_role
 from voicemon.domain.artifacts import ArtifactState, choose_artifact
 from voicemon.domain.ids import time_ordered_id
 from voicemon.domain.model import EventType, Status
@@ -33,6 +33,7 @@ from voicemon.errors import ConflictError, IntegrityConflict, NotFoundError, Rat
 from voicemon.service.ingest import store_events
 from voicemon.storage import Database
 from voicemon.storage import artifacts as artifact_store
+from voicemon.storage import outbox as outbox_store
 from voicemon.storage import retries as retry_store
 
 OUTBOX_KIND = "retry"
@@ -86,7 +87,7 @@ class RetryService:
         :func:`~voicemon.domain.artifacts.choose_artifact`); raises NotFound (404), Conflict
         ``retry_in_progress`` / ``not_failed`` / ``ambiguous_artifact`` (409), RateLimit (429) or
         Forbidden (403), each before anything is written."""
-        require_role(principal, Role.STAFF)
+        require_role(principal, *STAFF_ONLY)
         retry_stage = _parse_stage(stage)
         require_text("reason", reason, max_chars=MAX_REASON_CHARS)
         now_ms = self._clock.now_ms()
@@ -136,7 +137,7 @@ class RetryService:
                     retry.attempt,
                     retry_stage is RetryStage.FULL,
                 )
-                retry_store.enqueue(conn, OUTBOX_KIND, retry.retry_id, command.to_json().decode(), now_ms)
+                outbox_store.enqueue(conn, OUTBOX_KIND, retry.retry_id, command.to_json().decode(), now_ms)
         except IntegrityConflict as exc:
             # Another request for this artifact committed first (unique in-flight / attempt rules).
             raise ConflictError(
@@ -161,7 +162,7 @@ class RetryService:
 
     def list(self, principal: Principal, artifact_id: str, organization_id: str | None = None) -> list[Retry]:
         """Retry history of one artifact, oldest first; 404 for an artifact the caller cannot see."""
-        require_role(principal, Role.VIEWER, Role.STAFF)
+        require_role(principal, *READERS)
         with self._db.read() as conn:
             found = artifact_store.find_artifacts(conn, artifact_id)
             chosen = choose_artifact(principal, artifact_id, organization_id, found)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -11,6 +10,7 @@ from sqlalchemy import Connection, Row, and_, func, or_, select
 
 from voicemon.domain.events import Event, dumps_metadata
 from voicemon.domain.model import ArtifactKey, EventType, Stage, Status, owner_organization
+from voicemon.domain.records import EventFilter, StoredEvent
 from voicemon.storage.database import Answer, ask_keys, bulk_insert
 from voicemon.storage.tables import events
 
@@ -25,24 +25,6 @@ def to_micros(duration_ms: float | None) -> int | None:
 def to_ppb(score: float | None) -> int | None:
     """Confidence scores are kept as integer parts per billion, for the same reason."""
     return round(score * PPB) if score is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Filters of ``GET /v1/events``; they combine with AND. Times are epoch ms, ``[start, end)``."""
-
-    event_type: str | None = None
-    pipeline_stage: str | None = None
-    organization_id: str | None = None
-    artifact_id: str | None = None
-    start_ms: int | None = None
-    end_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    seq: int
-    event: Event
 
 
 def ask_stored_ids(conn: Connection, ids: Sequence[str]) -> Answer[set[str]]:

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
+from voicemon.domain.records import OrgRecord
 from voicemon.storage.database import ask_keys, upsert_replace
 from voicemon.storage.tables import orgs
-
-
-@dataclass(frozen=True, slots=True)
-class OrgRecord:
-    organization_id: str
-    name: str
-    updated_ms: int
 
 
 def names_of(conn: Connection, ids: Iterable[str]) -> dict[str, str]:

@@ -13,20 +13,11 @@ from sqlalchemy import Connection, and_, case, delete, false, func, or_, select
 from voicemon.domain.aggregation import TypeGroup
 from voicemon.domain.model import STAGE_COMPLETION_TYPES, EventType, Stage
 from voicemon.domain.periods import Cover
+from voicemon.domain.records import SnapshotRow
 from voicemon.domain.sketch import merge_encoded_groups
 from voicemon.domain.snapshot import Latency, SnapshotParts
 from voicemon.storage.database import concat_integers, integers_of, send_many, upsert_add_sql, upsert_replace
 from voicemon.storage.tables import STAGE_KEYS, artifacts, events, period_versions, snapshots
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotRow:
-    period_type: str
-    period_start_ms: int
-    scope: str
-    computed_ms: int
-    parts: SnapshotParts
-
 
 # --- raw events of one period ---------------------------------------------------------------------------
 

@@ -1,0 +1,181 @@
+"""The access matrix of SPEC 10, at the service layer: every use case checks its caller itself.
+
+``tests/api/test_access.py`` proves the rules through HTTP. This one calls the use cases directly, with
+principals instead of keys, so an entry point that is not HTTP (the CLI, jobs, and later the dashboard,
+exports and OTLP) inherits the same checks. :func:`test_every_use_case_is_in_the_matrix` keeps it whole:
+a new public method on a service that is not in the matrix, or not named as a non-use-case, fails.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import NOW_MS, STAFF
+from tests.helpers import ev
+from voicemon.domain.access import Principal, Role
+from voicemon.domain.periods import Period
+from voicemon.domain.records import EventFilter
+from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS
+from voicemon.errors import ForbiddenError, NotFoundError
+from voicemon.service import Services
+from voicemon.service.metrics import Range
+from voicemon.storage.events import count_events
+
+ORG_A = "org-a"
+ORG_B = "org-b"
+
+CALLERS: dict[str, Principal] = {
+    "ingest": Principal("k-ingest", "ingest", Role.INGEST),
+    "viewer": Principal("k-viewer", "viewer", Role.VIEWER),
+    "staff": Principal("k-staff", "staff", Role.STAFF),
+    "ingest@a": Principal("k-ingest-a", "ingest@a", Role.INGEST, ORG_A),
+    "viewer@a": Principal("k-viewer-a", "viewer@a", Role.VIEWER, ORG_A),
+}
+
+OK = "ok"
+ROLE = ("forbidden_role", ForbiddenError)
+SCOPE = ("forbidden_organization", ForbiddenError)
+HIDDEN = ("artifact_not_found", NotFoundError)
+
+RANGE = Range(Period.HOURLY, NOW_MS - 3 * HOUR_MS, NOW_MS)
+EVENT_A = ev("artifact_received", "art-new", NOW_MS - MINUTE_MS, organization_id=ORG_A)
+
+UseCase = Callable[[Services, Principal], Any]
+
+# Each use case (service attribute, method), and how it is called.
+CALLS: dict[str, UseCase] = {
+    "ingest_blocking": lambda s, p: s.ingest_blocking([EVENT_A], p),
+    "queries.list_events": lambda s, p: s.queries.list_events(p, EventFilter(), None, 10),
+    "queries.list_events org-b": lambda s, p: s.queries.list_events(
+        p, EventFilter(organization_id=ORG_B), None, 10
+    ),
+    "queries.list_artifacts": lambda s, p: s.queries.list_artifacts(p, None, None, None, 10),
+    "queries.artifact": lambda s, p: s.queries.artifact(p, "art-a"),
+    "queries.artifact of org-b": lambda s, p: s.queries.artifact(p, "art-b"),
+    "queries.realtime": lambda s, p: s.queries.realtime(p, None),
+    "queries.realtime org-a": lambda s, p: s.queries.realtime(p, ORG_A),
+    "metrics.history": lambda s, p: s.metrics.history(p, RANGE, None),
+    "metrics.history org-a": lambda s, p: s.metrics.history(p, RANGE, ORG_A),
+    "metrics.summary": lambda s, p: s.metrics.summary(p, RANGE, None),
+    "metrics.summary org-a": lambda s, p: s.metrics.summary(p, RANGE, ORG_A),
+    "metrics.current_hour": lambda s, p: s.metrics.current_hour(p, None),
+    "metrics.current_hour org-a": lambda s, p: s.metrics.current_hour(p, ORG_A),
+    "metrics.by_organization": lambda s, p: s.metrics.by_organization(p, RANGE),
+    "orgs.list": lambda s, p: s.orgs.list(p),
+    "orgs.put": lambda s, p: s.orgs.put(p, ORG_A, "Alpha"),
+    "retries.list": lambda s, p: s.retries.list(p, "art-a"),
+    "retries.list of org-b": lambda s, p: s.retries.list(p, "art-b"),
+    "retries.request": lambda s, p: s.retries.request(p, "art-b", "full", "access test"),
+}
+
+# The outcome per caller.
+# fmt: off
+MATRIX: dict[str, tuple[Any, ...]] = {
+    #                              ingest viewer staff ingest@a viewer@a
+    "ingest_blocking":            (OK,   ROLE,  OK,   OK,      ROLE),
+    "queries.list_events":        (ROLE, OK,    OK,   ROLE,    OK),
+    "queries.list_events org-b":  (ROLE, OK,    OK,   ROLE,    SCOPE),
+    "queries.list_artifacts":     (ROLE, OK,    OK,   ROLE,    OK),
+    "queries.artifact":           (ROLE, OK,    OK,   ROLE,    OK),
+    "queries.artifact of org-b":  (ROLE, OK,    OK,   ROLE,    HIDDEN),
+    "queries.realtime":           (ROLE, OK,    OK,   ROLE,    SCOPE),
+    "queries.realtime org-a":     (ROLE, OK,    OK,   ROLE,    OK),
+    "metrics.history":            (ROLE, OK,    OK,   ROLE,    SCOPE),
+    "metrics.history org-a":      (ROLE, OK,    OK,   ROLE,    OK),
+    "metrics.summary":            (ROLE, OK,    OK,   ROLE,    SCOPE),
+    "metrics.summary org-a":      (ROLE, OK,    OK,   ROLE,    OK),
+    "metrics.current_hour":       (ROLE, OK,    OK,   ROLE,    SCOPE),
+    "metrics.current_hour org-a": (ROLE, OK,    OK,   ROLE,    OK),
+    "metrics.by_organization":    (ROLE, ROLE,  OK,   ROLE,    ROLE),
+    "orgs.list":                  (ROLE, ROLE,  OK,   ROLE,    ROLE),
+    "orgs.put":                   (ROLE, ROLE,  OK,   ROLE,    ROLE),
+    "retries.list":               (ROLE, OK,    OK,   ROLE,    OK),
+    "retries.list of org-b":      (ROLE, OK,    OK,   ROLE,    HIDDEN),
+    "retries.request":            (ROLE, ROLE,  OK,   ROLE,    ROLE),
+}
+# fmt: on
+
+# Public methods of the services that are not use cases a caller invokes, and why.
+NOT_USE_CASES = {
+    "metrics.resolve_range": "pure: fills in a missing start or end; reads nothing",
+    "keys.authenticate": "turns a presented key into the caller; there is no caller yet",
+    "keys.cached": "the same, from the cache",
+    "ingest": "the async twin of ingest_blocking (same check, in _prepare): the HTTP tests cover it",
+}
+# Key management is done by whoever holds the database (the CLI); its commands are tested in test_cli.
+OPERATOR_ONLY = {"keys.create", "keys.list", "keys.revoke"}
+# Lifecycle, not use cases.
+LIFECYCLE = {"start", "stop", "set_retry_handler"}
+
+
+@pytest.fixture
+def seeded(services: Services) -> Services:
+    seed = [
+        ev("artifact_received", "art-a", NOW_MS - 10 * MINUTE_MS, organization_id=ORG_A),
+        ev("artifact_received", "art-b", NOW_MS - 8 * MINUTE_MS, organization_id=ORG_B),
+        ev("artifact_failed", "art-b", NOW_MS - 7 * MINUTE_MS, organization_id=ORG_B),
+    ]
+    assert services.ingest_blocking(seed, STAFF).accepted == len(seed)
+    return services
+
+
+def stored(services: Services) -> tuple[Any, ...]:
+    with services.db.read() as conn:
+        events = count_events(conn)
+    orgs = [(o.organization_id, o.name) for o in services.orgs.list(STAFF)]
+    return events, orgs, len(services.retries.list(STAFF, "art-b"))
+
+
+def _cases() -> list[Any]:
+    return [
+        pytest.param(name, caller, expected, id=f"{name} as {caller}")
+        for name, row in MATRIX.items()
+        for caller, expected in zip(CALLERS, row, strict=True)
+    ]
+
+
+@pytest.mark.parametrize(("name", "caller", "expected"), _cases())
+def test_service_access_matrix(seeded: Services, name: str, caller: str, expected: Any) -> None:
+    call = CALLS[name]
+    before = stored(seeded)
+    if expected == OK:
+        call(seeded, CALLERS[caller])
+        return
+    code, kind = expected
+    with pytest.raises(kind) as refused:
+        call(seeded, CALLERS[caller])
+    assert refused.value.code == code
+    assert stored(seeded) == before, "a refused use case changed stored data"
+
+
+def _public_methods(services: Services) -> set[str]:
+    names = {n for n, _ in inspect.getmembers(Services, inspect.isfunction) if not n.startswith("_")}
+    for attr, value in vars(services).items():
+        if attr.startswith("_") or not type(value).__module__.startswith("voicemon.service."):
+            continue
+        if attr in {"writer", "dispatcher"}:  # machinery the use cases drive, not use cases
+            continue
+        for method, _ in inspect.getmembers(type(value), inspect.isfunction):
+            if not method.startswith("_"):
+                names.add(f"{attr}.{method}")
+    return names
+
+
+def test_every_use_case_is_in_the_matrix(services: Services) -> None:
+    assert set(CALLS) == set(MATRIX)
+    covered = {name.split(" ", 1)[0] for name in MATRIX}
+    accounted = covered | set(NOT_USE_CASES) | OPERATOR_ONLY | LIFECYCLE
+    assert _public_methods(services) - accounted == set(), "add the new use case to MATRIX"
+    assert covered - _public_methods(services) == set(), "the matrix names a method that does not exist"
+
+
+def test_every_use_case_takes_its_caller(services: Services) -> None:
+    """A use case that takes no principal cannot check one."""
+    for name in {n.split(" ", 1)[0] for n in MATRIX}:
+        attr, _, method = name.rpartition(".")
+        owner = getattr(services, attr) if attr else services
+        assert "principal" in inspect.signature(getattr(owner, method)).parameters, name
