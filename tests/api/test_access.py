@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import NOW_MS, STAFF, Api
-from tests.helpers import ev, items_of
+from tests.helpers import assert_error, ev, items_of
 from voicemon.domain.timeutil import MINUTE_MS
 from voicemon.storage.events import count_events
 
@@ -112,16 +112,6 @@ def world(api: Api) -> World:
         "viewer@a": api.key("viewer", ORG_A),
     }
     return World(api, keys)
-
-
-def assert_error(response: Any, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
 
 
 def _matrix_cases() -> list[Any]:

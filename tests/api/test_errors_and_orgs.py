@@ -9,26 +9,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import NOW_MS, STAFF, Api
-from tests.helpers import ev, items_of
+from tests.helpers import assert_error, ev, items_of
 from voicemon.clock import FakeClock
 from voicemon.domain.timeutil import MINUTE_MS, format_time
-
-
-def assert_error(response: Any, status: int, code: str | None = None) -> str:
-    """Checks the one error shape and returns its message."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
-    assert isinstance(body["error"]["code"], str)
-    assert body["error"]["code"]
-    if code is not None:
-        assert body["error"]["code"] == code, body
-    message = body["error"]["message"]
-    assert isinstance(message, str)
-    assert message
-    return message
-
 
 # --- 404 and 405 ------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import NOW_MS, Api
-from tests.helpers import ev, items_of
+from tests.helpers import assert_error, ev, items_of
 from voicemon.clock import FakeClock
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS, floor_to, format_time
 from voicemon.errors import ValidationError
@@ -28,17 +28,6 @@ BAD_TEXT = {"nul": "a\x00b", "high surrogate": "a\ud800b", "low surrogate": "\ud
 
 def send(api: Api, method: str, path: str, body: object, key: str | None = None) -> Any:
     return api.call(method, path, key, content=json.dumps(body).encode(), headers=JSON)
-
-
-def refusal(response: Any, status: int, code: str, field: str) -> str:
-    """The one error body, naming ``field``; returns the message after the field."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert body["error"]["code"] == code, body
-    message: str = body["error"]["message"]
-    assert message.startswith(f"{field}: "), message
-    return message.removeprefix(f"{field}: ")
 
 
 def row_counts(services: Services) -> dict[str, int]:
@@ -74,7 +63,7 @@ def test_a_retry_reason_no_database_can_hold_is_422_and_writes_nothing(api: Api,
     failed_artifact(api)
     before = row_counts(api.services)
     r = send(api, "POST", "/v1/artifacts/a1/retries", {"stage": "full", "reason": f"ops {bad}"})
-    assert "must not contain" in refusal(r, 422, "invalid_character", "reason")
+    assert "must not contain" in assert_error(r, 422, "invalid_character", "reason")
     assert row_counts(api.services) == before
     # The same retry with a clean reason goes through.
     assert (
@@ -87,14 +76,14 @@ def test_a_retry_reason_no_database_can_hold_is_422_and_writes_nothing(api: Api,
 )
 def test_an_org_name_is_one_line_of_storable_text(api: Api, bad: str) -> None:
     r = send(api, "PUT", "/v1/orgs/org-a", {"name": bad})
-    assert "must not contain" in refusal(r, 422, "invalid_character", "name")
+    assert "must not contain" in assert_error(r, 422, "invalid_character", "name")
     assert items_of(api.call("GET", "/v1/orgs")) == []
     assert send(api, "PUT", "/v1/orgs/org-a", {"name": "Acme Ünïcödé 東京"}).status_code == 200
 
 
 def test_an_org_id_in_the_path_follows_the_same_rule(api: Api) -> None:
     r = send(api, "PUT", "/v1/orgs/org%00a", {"name": "Acme"})
-    refusal(r, 422, "invalid_character", "organization_id")
+    assert_error(r, 422, "invalid_character", "organization_id")
     assert items_of(api.call("GET", "/v1/orgs")) == []
 
 
@@ -193,7 +182,7 @@ def test_event_times_outside_rfc3339_are_refused(api: Api, text: str) -> None:
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/metrics/summary"])
 def test_query_times_outside_rfc3339_are_refused(api: Api, path: str, text: str) -> None:
     r = api.call("GET", path, params={"start": text})
-    assert "RFC 3339" in refusal(r, 422, "invalid_time", "start")
+    assert "RFC 3339" in assert_error(r, 422, "invalid_time", "start")
 
 
 # --- empty and unstorable query parameters ------------------------------------------------------------
@@ -210,7 +199,7 @@ TIME_RANGE_GETS = [
 @pytest.mark.parametrize("param", ["start", "end"])
 @pytest.mark.parametrize("path", TIME_RANGE_GETS)
 def test_an_empty_time_parameter_is_refused_naming_it(api: Api, path: str, param: str) -> None:
-    refusal(api.call("GET", f"{path}?{param}="), 422, "empty", param)
+    assert_error(api.call("GET", f"{path}?{param}="), 422, "empty", param)
 
 
 @pytest.mark.parametrize(
@@ -228,12 +217,14 @@ def test_an_empty_time_parameter_is_refused_naming_it(api: Api, path: str, param
     ],
 )
 def test_any_empty_query_parameter_is_refused_naming_it(api: Api, path: str, param: str) -> None:
-    refusal(api.call("GET", f"{path}?{param}="), 422, "empty", param)
+    assert_error(api.call("GET", f"{path}?{param}="), 422, "empty", param)
 
 
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/artifacts", "/v1/metrics/realtime"])
 def test_a_query_value_with_nul_is_refused_naming_it(api: Api, path: str) -> None:
-    refusal(api.call("GET", f"{path}?organization_id=org%00a"), 422, "invalid_character", "organization_id")
+    assert_error(
+        api.call("GET", f"{path}?organization_id=org%00a"), 422, "invalid_character", "organization_id"
+    )
 
 
 # --- job targets -------------------------------------------------------------------------------------
@@ -250,7 +241,7 @@ def test_a_job_target_that_is_not_a_time_is_refused_and_runs_nothing(
 ) -> None:
     before = row_counts(api.services)
     r = send(api, "POST", f"/v1/jobs/{job}/runs", {"target": target})
-    refusal(r, 422, "invalid_time", "target")
+    assert_error(r, 422, "invalid_time", "target")
     assert runs_of(api, job) == []
     assert row_counts(api.services) == before
 

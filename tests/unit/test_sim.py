@@ -20,6 +20,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from tests.helpers import wait_for
 from voicemon.sdk import Client
 from voicemon.sim import DerivedStore, RetryOrder, RetryWebhook, SimConfig, Simulator
 from voicemon.sim.model import STAGE_TYPES, STAGES, StageProfile, organizations, pick_org, plan_journey
@@ -30,14 +31,6 @@ COMPLETIONS = {types[1] for types in STAGE_TYPES.values()} | {"entity_needs_disa
 STAGE_FAILURES = {types[2] for types in STAGE_TYPES.values()}
 STAGE_OF = {t: stage for stage, types in STAGE_TYPES.items() for t in types}
 STAGE_OF["entity_needs_disambiguation"] = "entity_resolution"
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def config_with(failure_p: float, median_ms: float = 2500) -> SimConfig:
