@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     retry_webhook_timeout_s: float = Field(default=5.0, gt=0)
     # How long one delivery may take before another worker may try the same entry again.
     outbox_lease_s: float = Field(default=60.0, gt=0)
+    # Settled outbox entries (delivered, skipped, dead) are deleted this long after they settled.
+    outbox_retention_d: int = Field(default=30, ge=1)
     dispatcher_poll_s: float = Field(default=0.5, gt=0)
     # How long a verified API key is trusted before it is looked up again (revocation delay).
     key_cache_s: float = Field(default=2.0, ge=0)

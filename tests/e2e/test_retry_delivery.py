@@ -31,8 +31,9 @@ from tests.helpers import ev, free_port
 from voicemon.clock import FakeClock, SystemClock
 from voicemon.domain.timeutil import MINUTE_MS, SECOND_MS, format_time
 from voicemon.service import Services
-from voicemon.service.dispatch import SIGNATURE_HEADER, DeliveryError, WebhookHandler, sign
 from voicemon.service.retries import RetryCommand
+from voicemon.service.retry_delivery import WebhookHandler
+from voicemon.service.transports import SIGNATURE_HEADER, DeliveryError, sign
 from voicemon.settings import Settings
 from voicemon.storage.tables import outbox, retries
 

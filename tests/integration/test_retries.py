@@ -25,7 +25,7 @@ from voicemon.service import retries as retry_service
 from voicemon.service.retention import Retention
 from voicemon.service.retries import RetryCommand
 from voicemon.settings import Settings
-from voicemon.storage import retries as retry_store
+from voicemon.storage import outbox as outbox_store
 from voicemon.storage.tables import metadata, outbox
 
 ORG = "org-r"
@@ -289,7 +289,7 @@ def broken_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         def refuse(*_: Any, **__: Any) -> None:
             raise Injected("in enqueue")
 
-        monkeypatch.setattr(retry_store, "enqueue", refuse)
+        monkeypatch.setattr(outbox_store, "enqueue", refuse)
     yield request.param
     monkeypatch.undo()
 

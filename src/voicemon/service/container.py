@@ -8,13 +8,22 @@ from collections.abc import Sequence
 
 from voicemon.clock import Clock, SystemClock
 from voicemon.domain.access import WRITERS, Principal, require_role
-from voicemon.service.dispatch import RetryDispatcher, RetryHandler, WebhookHandler
+from voicemon.service.dispatch import Dispatcher
 from voicemon.service.ingest import IngestResult, validate_items
 from voicemon.service.keys import KeyService
 from voicemon.service.metrics import MetricsQueries
 from voicemon.service.orgs import OrgService
 from voicemon.service.queries import Queries
 from voicemon.service.retries import RetryService
+from voicemon.service.retry_delivery import (
+    RETRY_KIND,
+    RetryDelivery,
+    RetryHandler,
+    WebhookHandler,
+    handler_transport,
+    retry_policy,
+)
+from voicemon.service.transports import Transport
 from voicemon.service.writer import GroupCommitWriter
 from voicemon.settings import Settings
 from voicemon.storage import Database, migrate
@@ -30,7 +39,7 @@ class Services:
         settings: Settings,
         clock: Clock | None = None,
         db: Database | None = None,
-        retry_handler: RetryHandler | None = None,
+        retry_transport: Transport | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -40,23 +49,31 @@ class Services:
         self.keys = KeyService(self.db, self.clock, settings.key_cache_s)
         self.orgs = OrgService(self.db, self.clock)
         self.metrics = MetricsQueries(self.db, self.clock, self.settings.hourly_retention_ms)
-        if retry_handler is None and settings.retry_webhook_url:
+        if retry_transport is None and settings.retry_webhook_url:
             secret = settings.retry_webhook_secret
             if secret is None:
                 logger.warning(
                     "retry webhook has no secret; commands go out unsigned (VOICEMON_RETRY_WEBHOOK_SECRET)",
                     extra={"action": "webhook_unsigned"},
                 )
-            retry_handler = WebhookHandler(
+            retry_transport = WebhookHandler(
                 settings.retry_webhook_url,
                 secret.get_secret_value() if secret else None,
                 settings.retry_webhook_timeout_s,
             )
-        self.dispatcher = RetryDispatcher(self.db, self.clock, settings, retry_handler)
+        # The outbox dispatcher, a lane per kind of delivery; retry commands are the kind "retry".
+        self.dispatcher = Dispatcher(
+            self.db,
+            self.clock,
+            lease_ms=int(settings.outbox_lease_s * 1000),
+            poll_s=settings.dispatcher_poll_s,
+        )
+        self._retry_delivery = RetryDelivery(self.db, self.clock, retry_policy(settings), retry_transport)
+        self.dispatcher.register(RETRY_KIND, self._retry_delivery)
         self.retries = RetryService(self.db, self.clock, on_commit=self.dispatcher.wake)
 
     def start(self, *, migrate_schema: bool = True, run_dispatcher: bool = False) -> None:
-        """Migrate, start the ingest writer and, when asked, the retry dispatcher thread."""
+        """Migrate, start the ingest writer and, when asked, the outbox dispatcher's threads."""
         if migrate_schema:
             migrate.upgrade(self.db)
         self.writer.start()
@@ -66,7 +83,7 @@ class Services:
 
     def set_retry_handler(self, handler: RetryHandler) -> None:
         """Register the in-process callable that tells an embedding pipeline to retry (library API)."""
-        self.dispatcher.handler = handler
+        self._retry_delivery.transport = handler_transport(handler)
 
     def stop(self) -> None:
         self.dispatcher.stop()

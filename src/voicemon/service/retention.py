@@ -10,7 +10,7 @@ from voicemon.domain.periods import Period, blocks_of
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS
 from voicemon.settings import Settings
 from voicemon.storage import Database
-from voicemon.storage.retention import delete_expired, delete_orphan_retries
+from voicemon.storage.retention import delete_expired, delete_orphan_retries, delete_settled_outbox
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,16 @@ class Retention:
         while True:
             with self._db.write() as conn:
                 deleted = delete_orphan_retries(conn, batch)
+            total += deleted
+            if deleted < batch:
+                return total
+
+    def _drain_settled_outbox(self, cutoff_ms: int) -> int:
+        batch = self._settings.cleanup_batch_rows
+        total = 0
+        while True:
+            with self._db.write() as conn:
+                deleted = delete_settled_outbox(conn, cutoff_ms, batch)
             total += deleted
             if deleted < batch:
                 return total
@@ -77,7 +87,8 @@ class Retention:
             "job_runs_deleted": self._drain("job_runs", now_ms - s.job_run_retention_d * DAY_MS),
             # Retry history outlives raw events: it goes with its artifact's summary.
             "retries_deleted": self._drain_orphan_retries(),
-            "outbox_deleted": self._drain("outbox", now_ms - s.job_run_retention_d * DAY_MS),
+            # Settled deliveries only, by when they settled: an entry still owed is kept.
+            "outbox_deleted": self._drain_settled_outbox(now_ms - s.outbox_retention_d * DAY_MS),
         }
         logger.info("events cleaned up", extra={"action": "events_cleaned", **summary})
         return summary

@@ -33,6 +33,7 @@ from voicemon.errors import ConflictError, IntegrityConflict, NotFoundError, Rat
 from voicemon.service.ingest import store_events
 from voicemon.storage import Database
 from voicemon.storage import artifacts as artifact_store
+from voicemon.storage import outbox as outbox_store
 from voicemon.storage import retries as retry_store
 
 OUTBOX_KIND = "retry"
@@ -136,7 +137,7 @@ class RetryService:
                     retry.attempt,
                     retry_stage is RetryStage.FULL,
                 )
-                retry_store.enqueue(conn, OUTBOX_KIND, retry.retry_id, command.to_json().decode(), now_ms)
+                outbox_store.enqueue(conn, OUTBOX_KIND, retry.retry_id, command.to_json().decode(), now_ms)
         except IntegrityConflict as exc:
             # Another request for this artifact committed first (unique in-flight / attempt rules).
             raise ConflictError(

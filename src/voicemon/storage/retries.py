@@ -1,4 +1,5 @@
-"""Retry records and the outbox of commands to deliver after commit."""
+"""Retry records: who asked for which retry of an artifact, and how it ended (the commands to deliver are
+in the outbox, :mod:`voicemon.storage.outbox`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,7 @@ from sqlalchemy import Connection, func, select, update
 from voicemon.domain.model import ArtifactKey, owner_organization
 from voicemon.domain.retries import IN_FLIGHT, Outcome, Retry, RetryStage, RetryStatus
 from voicemon.storage.database import Answer, ask_pairs, send_many
-from voicemon.storage.tables import outbox, retries
-
-OUTBOX_PENDING = "pending"
-OUTBOX_DELIVERED = "delivered"
-OUTBOX_DEAD = "dead"
-OUTBOX_SKIPPED = "skipped"
+from voicemon.storage.tables import retries
 
 
 def _retry(m: Mapping[Any, Any]) -> Retry:
@@ -131,62 +127,3 @@ def list_for(conn: Connection, key: ArtifactKey) -> list[Retry]:
     owner, artifact_id = key
     query = select(retries).where(r.owner == owner, r.artifact_id == artifact_id).order_by(r.attempt)
     return [_retry(row._mapping) for row in conn.execute(query)]
-
-
-# --- outbox -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    outbox_id: int
-    kind: str
-    ref_id: str
-    payload: str
-    attempts: int
-
-
-def enqueue(conn: Connection, kind: str, ref_id: str, payload: str, now_ms: int) -> None:
-    conn.execute(
-        outbox.insert().values(
-            kind=kind,
-            ref_id=ref_id,
-            payload=payload,
-            status=OUTBOX_PENDING,
-            attempts=0,
-            next_attempt_ms=now_ms,
-            created_ms=now_ms,
-        )
-    )
-
-
-def claim_due(conn: Connection, now_ms: int, lease_ms: int, limit: int) -> list[OutboxEntry]:
-    """Take up to ``limit`` due entries, pushing each into the future by the lease while it is worked on."""
-    o = outbox.c
-    query = (
-        select(o.outbox_id, o.kind, o.ref_id, o.payload, o.attempts)
-        .where(o.status == OUTBOX_PENDING, o.next_attempt_ms <= now_ms)
-        .order_by(o.next_attempt_ms, o.outbox_id)
-        .limit(limit)
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    entries = [OutboxEntry(*row) for row in conn.execute(query)]
-    if entries:
-        conn.execute(
-            update(outbox)
-            .where(o.outbox_id.in_([e.outbox_id for e in entries]))
-            .values(next_attempt_ms=now_ms + lease_ms, attempts=o.attempts + 1)
-        )
-    return [OutboxEntry(e.outbox_id, e.kind, e.ref_id, e.payload, e.attempts + 1) for e in entries]
-
-
-def settle(
-    conn: Connection, outbox_id: int, status: str, now_ms: int, error: str | None, next_attempt_ms: int | None
-) -> None:
-    """Record how a delivery attempt went: delivered, dead, or pending again at ``next_attempt_ms``."""
-    values: dict[str, Any] = {"status": status, "last_error": error}
-    if status == OUTBOX_PENDING:
-        values["next_attempt_ms"] = next_attempt_ms
-    else:
-        values["finished_ms"] = now_ms
-    conn.execute(update(outbox).where(outbox.c.outbox_id == outbox_id).values(**values))
