@@ -10,17 +10,19 @@ PG_ADMIN_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
 install: $(STAMP)
 
-# Rebuilt when missing or when the pinned dependencies change.
-$(STAMP): pyproject.toml requirements.lock
+# Rebuilt when missing or when the pinned dependencies change. The lock holds third-party packages; our
+# two distributions, the SDK (sdk/, voicemon-client) and the server that pins it, come from this tree.
+$(STAMP): pyproject.toml sdk/pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --no-deps -e ./sdk -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 check: $(STAMP)
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src sdk tests bench
+	$(BIN)/ruff check src sdk tests bench
 	$(BIN)/mypy
 
 test: check

@@ -465,26 +465,26 @@ def test_a_late_event_redoes_exactly_its_hour_and_day(services: Services) -> Non
     batch += [ev("artifact_received", f"o{i}", other_hour + i * MINUTE_MS) for i in range(2)]
     services.ingest_blocking(batch, STAFF)
     runner = build_runner(services)
-    assert len(_summary(runner.run_now("aggregate-hourly"))["aggregated"]) == 47
-    assert len(_summary(runner.run_now("aggregate-daily"))["aggregated"]) == 6
-    assert _summary(runner.run_now("aggregate-hourly"))["aggregated"] == []  # nothing to redo
-    assert _summary(runner.run_now("aggregate-daily"))["aggregated"] == []
+    assert len(_summary(runner.run_now(STAFF, "aggregate-hourly"))["aggregated"]) == 47
+    assert len(_summary(runner.run_now(STAFF, "aggregate-daily"))["aggregated"]) == 6
+    assert _summary(runner.run_now(STAFF, "aggregate-hourly"))["aggregated"] == []  # nothing to redo
+    assert _summary(runner.run_now(STAFF, "aggregate-daily"))["aggregated"] == []
     untouched = {r["period_start_ms"]: r for r in snapshot_table(services)}[other_hour]
 
     services.ingest_blocking([ev("artifact_received", "late", late_hour + 59 * MINUTE_MS)], STAFF)
-    assert _summary(runner.run_now("aggregate-hourly"))["aggregated"] == [format_time(late_hour)]
+    assert _summary(runner.run_now(STAFF, "aggregate-hourly"))["aggregated"] == [format_time(late_hour)]
     assert _received(services, "hourly", late_hour) == 4
-    day = _summary(runner.run_now("aggregate-daily"))
+    day = _summary(runner.run_now(STAFF, "aggregate-daily"))
     assert (day["aggregated"], day["hours_redone"]) == ([format_time(YESTERDAY)], 0)
     assert _received(services, "daily", YESTERDAY) == 6
     assert {r["period_start_ms"]: r for r in snapshot_table(services)}[other_hour] == untouched
 
     # The daily run alone also redoes a marked hour of its day first, while its raw events are kept.
     services.ingest_blocking([ev("artifact_received", "later", other_hour + 5)], STAFF)
-    day = _summary(runner.run_now("aggregate-daily"))
+    day = _summary(runner.run_now(STAFF, "aggregate-daily"))
     assert (day["aggregated"], day["hours_redone"]) == ([format_time(YESTERDAY)], 1)
     assert (_received(services, "hourly", other_hour), _received(services, "daily", YESTERDAY)) == (3, 7)
-    assert _summary(runner.run_now("aggregate-hourly"))["aggregated"] == []
+    assert _summary(runner.run_now(STAFF, "aggregate-hourly"))["aggregated"] == []
 
 
 # --- edge cases of the replies ----------------------------------------------------------------------------

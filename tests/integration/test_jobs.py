@@ -15,10 +15,11 @@ from sqlalchemy import Table, func, select
 from tests.conftest import NOW_MS, STAFF, Api
 from tests.helpers import ev, items_of
 from voicemon.clock import FakeClock
+from voicemon.domain.access import SYSTEM, Principal, Role
 from voicemon.domain.periods import Period, complete_periods
 from voicemon.domain.snapshot import SnapshotParts
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, format_time
-from voicemon.errors import ConflictError
+from voicemon.errors import ConflictError, ForbiddenError
 from voicemon.jobs import JobDefinition, JobRunner, build_runner
 from voicemon.jobs.schedule import previous_fire
 from voicemon.service import Services
@@ -49,6 +50,14 @@ def _all_runs(services: Services) -> list[RunRecord]:
         return job_store.list_runs(conn, None, 100_000)
 
 
+def _tick(services: Services, runner: JobRunner) -> dict[str, RunRecord]:
+    """One tick, waited to its end: job name -> the final record of each run it started."""
+    started = runner.tick()
+    assert runner.flush(120)
+    with services.db.read() as conn:
+        return {r.name: job_store.get_run(conn, r.run_id) for r in started}
+
+
 # --- downtime --------------------------------------------------------------------------------------------
 
 
@@ -72,7 +81,7 @@ def test_one_run_after_downtime_catches_up_everything_inside_retention(
     services.ingest_blocking([ev("artifact_received", "in-current-hour", current_hour + MINUTE_MS)], STAFF)
     runner = build_runner(services)
 
-    summary = _summary(runner.run_now("aggregate-hourly"))
+    summary = _summary(runner.run_now(STAFF, "aggregate-hourly"))
     hours = complete_periods(Period.HOURLY, now - services.settings.event_retention_ms, now)
     assert len(hours) == 47
     assert summary["aggregated"] == [format_time(h) for h in hours]
@@ -80,7 +89,7 @@ def test_one_run_after_downtime_catches_up_everything_inside_retention(
     assert rows == {h: expected[h] for h in hours}  # zeros before the traffic, nothing for this hour
     assert current_hour not in rows
 
-    summary = _summary(runner.run_now("aggregate-daily"))
+    summary = _summary(runner.run_now(STAFF, "aggregate-daily"))
     days = complete_periods(Period.DAILY, now - services.settings.hourly_retention_ms, now)
     assert len(days) == 6
     assert summary["aggregated"] == [format_time(d) for d in days]
@@ -94,7 +103,7 @@ def test_one_run_after_downtime_catches_up_everything_inside_retention(
     recorded = len(_all_runs(services))
     for name in ("aggregate-hourly", "aggregate-daily"):
         with pytest.raises(ConflictError) as refused:
-            runner.run_now(name, now)
+            runner.run_now(STAFF, name, now)
         assert refused.value.code == "period_incomplete"
         r = api.call("POST", f"/v1/jobs/{name}/runs", json={"target": format_time(current_hour + 1)})
         assert r.status_code == 409, r.text
@@ -117,7 +126,7 @@ def test_the_target_comes_from_the_clock_when_the_job_runs(services: Services, c
     assert services.ingest_blocking(batch, STAFF).accepted == 5
     clock.set(t0 + 3 * HOUR_MS + 30 * MINUTE_MS)
 
-    done = {r.name: r for r in runner.tick()}
+    done = _tick(services, runner)
     hourly = done["aggregate-hourly"]
     assert hourly.scheduled_for_ms == t0 + 3 * HOUR_MS + 30 * MINUTE_MS
     assert format_time(late_hour) in _summary(hourly)["aggregated"]
@@ -150,6 +159,7 @@ def test_two_schedulers_run_each_tick_exactly_once(db_url: str, clock: FakeClock
                 barrier.wait()
                 try:
                     runner.tick()
+                    assert runner.flush(120), "runs still going"
                 except BaseException as exc:
                     errors.append(exc)
                 barrier.wait()
@@ -201,7 +211,7 @@ def test_a_failing_job_is_recorded_and_the_scheduler_goes_on(services: Services,
         JobDefinition("fine", "*/10 * * * *", lambda _: {"ok": True}),
     ]
     runner = JobRunner(services.db, clock, services.settings, jobs)
-    done = {r.name: r for r in runner.tick()}
+    done = _tick(services, runner)
     assert done["boom"].status == "failed"
     assert done["boom"].error == "RuntimeError: the model endpoint is down"
     assert done["boom"].finished_ms == clock.now_ms()
@@ -212,7 +222,10 @@ def test_a_failing_job_is_recorded_and_the_scheduler_goes_on(services: Services,
     assert runner.tick() == []  # not retried in a loop: the failed tick stays failed
     assert len(calls) == 1
     clock.advance(10 * MINUTE_MS)
-    assert {r.name: r.status for r in runner.tick()} == {"boom": "failed", "fine": "succeeded"}
+    assert {name: r.status for name, r in _tick(services, runner).items()} == {
+        "boom": "failed",
+        "fine": "succeeded",
+    }
     assert len(calls) == 2
     stored = [r for r in _all_runs(services) if r.name == "boom"]
     assert [r.status for r in stored] == ["failed", "failed"]
@@ -227,6 +240,35 @@ def test_a_failed_run_shows_in_the_jobs_api(api: Api, services: Services) -> Non
     assert [(x["trigger"], x["status"]) for x in runs] == [("manual", "succeeded")]
     last = {j["name"]: j["last_run"] for j in items_of(api.call("GET", "/v1/jobs"))}
     assert last["aggregate-hourly"]["run_id"] == r.json()["run_id"]
+
+
+def test_the_runner_checks_its_caller(services: Services) -> None:
+    ran: list[int | None] = []
+
+    def fine(target_ms: int | None) -> dict[str, Any]:
+        ran.append(target_ms)
+        return {}
+
+    runner = JobRunner(
+        services.db, services.clock, services.settings, [JobDefinition("fine", "0 * * * *", fine)]
+    )
+    for role in (Role.VIEWER, Role.INGEST):
+        caller = Principal(f"k-{role}", None, role)
+        with pytest.raises(ForbiddenError):
+            runner.run_now(caller, "fine")
+        with pytest.raises(ForbiddenError):
+            runner.run_now(caller, "no-such-job")  # refused before the name is looked up
+        with pytest.raises(ForbiddenError):
+            runner.overview(caller)
+        with pytest.raises(ForbiddenError):
+            runner.runs(caller, None, 10)
+    assert ran == []
+    assert _all_runs(services) == []
+    # voicemon itself (scheduled ticks, the operator's CLI) is staff.
+    assert runner.run_now(SYSTEM, "fine").status == "succeeded"
+    assert ran == [None]
+    assert [r.status for r in runner.runs(SYSTEM, "fine", 10)] == ["succeeded"]
+    assert [o.job.name for o in runner.overview(SYSTEM)] == ["fine"]
 
 
 # --- retention --------------------------------------------------------------------------------------------
@@ -334,7 +376,7 @@ def test_retention_cutoffs_are_strict_and_every_expired_row_goes(
     runner = build_runner(services)
     kept = {kind: [c + d for d in KEPT] for kind, c in cutoffs.items()}
 
-    summary = _summary(runner.run_now("cleanup-events"))
+    summary = _summary(runner.run_now(STAFF, "cleanup-events"))
     assert summary["events_deleted"] == len(EXPIRED)
     assert summary["minute_counters_deleted"] == len(EXPIRED)
     assert summary["artifacts_deleted"] == len(EXPIRED)
@@ -345,7 +387,7 @@ def test_retention_cutoffs_are_strict_and_every_expired_row_goes(
     assert _ages(services, job_runs, "scheduled_for_ms", trigger="schedule") == kept["job_runs"]
     assert len(_all_runs(services)) == len(KEPT) + 1  # this run's own record is young
 
-    summary = _summary(runner.run_now("cleanup-snapshots"))
+    summary = _summary(runner.run_now(STAFF, "cleanup-snapshots"))
     assert summary == {
         "hourly_deleted": 2 * len(EXPIRED),
         "daily_deleted": 2 * len(EXPIRED),
@@ -363,7 +405,7 @@ def test_retention_cutoffs_are_strict_and_every_expired_row_goes(
     assert young_daily == sorted([cutoffs["hourly"] - 1, *kept["daily"]])
 
     # A second run finds nothing left to delete.
-    again = _summary(runner.run_now("cleanup-events"))
+    again = _summary(runner.run_now(STAFF, "cleanup-events"))
     assert again["events_deleted"] == again["artifacts_deleted"] == again["job_runs_deleted"] == 0
     with services.db.read() as conn:
         assert conn.scalar(select(func.count()).select_from(events)) == len(KEPT)

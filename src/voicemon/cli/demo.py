@@ -19,6 +19,7 @@ from rich.progress import Progress
 from voicemon.api import create_app
 from voicemon.api.server import build_server
 from voicemon.cli.watch import watch
+from voicemon.domain.access import SYSTEM
 from voicemon.sdk import Client
 from voicemon.service import Services
 from voicemon.settings import Settings
@@ -79,8 +80,8 @@ def run_demo(host: str, port: int, hours: float, rate_per_min: float, seed: int 
             )
             client.flush(300)
         runner = app.state.jobs
-        hourly = runner.run_now("aggregate-hourly")
-        daily = runner.run_now("aggregate-daily")
+        hourly = runner.run_now(SYSTEM, "aggregate-hourly")
+        daily = runner.run_now(SYSTEM, "aggregate-daily")
         print(
             f"backfilled {logged} events; aggregation {hourly.status}/{daily.status}",
             file=sys.stderr,

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
-import orjson
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
-from voicemon.api import create_app
-from voicemon.api.params import parse_time_param
-from voicemon.api.render import run_out
-from voicemon.api.server import build_server
-from voicemon.cli.demo import run_demo
-from voicemon.cli.watch import watch
-from voicemon.domain.timeutil import format_time
 from voicemon.errors import VoicemonError
-from voicemon.jobs import Scheduler, build_runner
-from voicemon.sdk import Client
-from voicemon.service import Services
-from voicemon.settings import Settings
-from voicemon.sim import DerivedStore, RetryWebhook, SimConfig, Simulator
-from voicemon.storage import migrate
+
+if TYPE_CHECKING:
+    from voicemon.service import Services
+
+# Each command imports the server, the simulator or the HTTP client when it runs, not here: `--help` and
+# usage errors answer without loading FastAPI, SQLAlchemy or numpy.
 
 app = typer.Typer(
     help="voicemon: observability and operations for AI voice-note pipelines.", no_args_is_help=True
@@ -41,6 +31,9 @@ err = Console(stderr=True)
 
 
 def _services() -> Services:
+    from voicemon.service import Services
+    from voicemon.settings import Settings
+
     return Services(Settings())
 
 
@@ -52,6 +45,8 @@ def _fail(exc: VoicemonError) -> typer.Exit:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every schema migration not yet applied."""
+    from voicemon.storage import migrate
+
     svc = _services()
     try:
         migrate.upgrade(svc.db)
@@ -69,6 +64,8 @@ def keys_create(
     name: Annotated[str | None, typer.Option(help="a label to recognise the key by")] = None,
 ) -> None:
     """Create a key. The key itself is printed once, alone on the last line."""
+    from voicemon.storage import migrate
+
     svc = _services()
     try:
         migrate.upgrade(svc.db)
@@ -85,6 +82,9 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys (never their secrets)."""
+    from voicemon.domain.timeutil import format_time
+    from voicemon.storage import migrate
+
     svc = _services()
     try:
         migrate.upgrade(svc.db)
@@ -109,6 +109,8 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key_id shown by keys list")]) -> None:
     """Revoke a key; servers stop accepting it within a few seconds."""
+    from voicemon.storage import migrate
+
     svc = _services()
     try:
         migrate.upgrade(svc.db)
@@ -123,10 +125,15 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key_id shown by 
 @jobs_app.command("list")
 def jobs_list() -> None:
     """The jobs, their schedules, next run and last run."""
+    from voicemon.domain.access import SYSTEM
+    from voicemon.domain.timeutil import format_time
+    from voicemon.jobs import build_runner
+    from voicemon.storage import migrate
+
     svc = _services()
     try:
         migrate.upgrade(svc.db)
-        overview = build_runner(svc).overview()
+        overview = build_runner(svc).overview(SYSTEM)
     except VoicemonError as exc:
         raise _fail(exc) from exc
     finally:
@@ -154,11 +161,19 @@ def jobs_run(
     ] = None,
 ) -> None:
     """Run one job now, to its end, and print its run record."""
+    import orjson
+
+    from voicemon.api.params import parse_time_param
+    from voicemon.api.render import run_out
+    from voicemon.domain.access import SYSTEM
+    from voicemon.jobs import build_runner
+    from voicemon.storage import migrate
+
     svc = _services()
     try:
         migrate.upgrade(svc.db)
         target_ms = parse_time_param("target", target)
-        record = build_runner(svc).run_now(name, target_ms)
+        record = build_runner(svc).run_now(SYSTEM, name, target_ms)
     except VoicemonError as exc:
         raise _fail(exc) from exc
     finally:
@@ -171,6 +186,8 @@ def jobs_run(
 @app.command("worker")
 def worker() -> None:
     """Run scheduled jobs without serving HTTP (several workers and servers may share one database)."""
+    from voicemon.jobs import Scheduler, build_runner
+
     svc = _services()
     svc.start()
     scheduler = Scheduler(build_runner(svc), svc.settings.scheduler_poll_s)
@@ -195,6 +212,10 @@ def serve(
     ] = False,
 ) -> None:
     """Run the HTTP API (migrates the database first)."""
+    from voicemon.api import create_app
+    from voicemon.api.server import build_server
+    from voicemon.settings import Settings
+
     settings = Settings()
     application = create_app(settings, run_scheduler=not no_scheduler, own_process=True)
     build_server(application, settings, host, port).run()
@@ -211,6 +232,8 @@ def demo(
 ) -> None:
     """Server with scheduler, a day of history, a live simulated pipeline wired to the retry webhook,
     and the live view. Prints URL and KEY once the server answers. Ctrl-C stops everything."""
+    from voicemon.cli.demo import run_demo
+
     run_demo(host, port, hours, rate, seed, view)
 
 
@@ -239,6 +262,11 @@ def simulate(
     if backfill_hours < 0 or rate < 0:
         err.print("[red]error:[/red] --rate and --backfill-hours must not be negative")
         raise typer.Exit(2)
+    from rich.progress import Progress
+
+    from voicemon.sdk import Client
+    from voicemon.sim import DerivedStore, RetryWebhook, SimConfig, Simulator
+
     derived = DerivedStore(store)
     client = Client(url, key, max_queue=500_000)
     sim = Simulator(client, derived, SimConfig(organizations=organizations), seed=seed)
@@ -278,6 +306,8 @@ def simulate(
 
 
 def _aggregate_over_http(url: str, key: str) -> None:
+    import httpx
+
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
         for job in ("aggregate-hourly", "aggregate-daily"):
             response = http.post(f"/v1/jobs/{job}/runs", json={})
@@ -298,6 +328,10 @@ def watch_command(
     if not key:
         err.print("[red]error:[/red] --key: a viewer or staff key is required")
         raise typer.Exit(2)
+    import httpx
+
+    from voicemon.cli.watch import watch
+
     try:
         watch(url, key, org, once=once)
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""Scheduled jobs (SPEC 8): definitions, the once-per-tick runner, and the scheduler thread."""
+"""Scheduled jobs (SPEC 8, 19): definitions, the once-per-tick runner with a lane per job and leases that
+renew while a run lives, and the scheduler thread."""
 
 from __future__ import annotations
 

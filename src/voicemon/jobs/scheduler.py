@@ -1,4 +1,5 @@
-"""The scheduler thread: calls :meth:`JobRunner.tick` now and then, and never in a tight loop."""
+"""The scheduler thread: calls :meth:`JobRunner.tick` now and then, and never in a tight loop. The runs a
+tick starts go on in the runner's lanes; the scheduler only starts them."""
 
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ class Scheduler:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stop ticking, then wait for the runs in flight to end (so none outlives the database)."""
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = None
+            self._runner.flush()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -1,4 +1,6 @@
-"""Job runs: insert a tick once, claim pending runs without two workers taking the same, finish, reap."""
+"""Job runs: insert a tick once, claim pending runs without two workers taking the same, renew a running
+run's lease, finish, reap. Renewing and finishing are guarded by owner and state: only the worker that
+holds a run, while it is still ``running``, may touch it."""
 
 from __future__ import annotations
 
@@ -83,37 +85,62 @@ def insert_running(
     return get_run(conn, run_id)
 
 
-def claim_next(conn: Connection, owner: str, now_ms: int, lease_until_ms: int) -> RunRecord | None:
-    """Take the oldest pending run. On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers claim
-    different runs at once; SQLite's BEGIN IMMEDIATE already makes the claim exclusive."""
+def claim_next(conn: Connection, owner: str, now_ms: int, lease_until_ms: int, name: str) -> RunRecord | None:
+    """Take the oldest pending run of job ``name``. On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several
+    workers claim different runs at once; SQLite's BEGIN IMMEDIATE already makes the claim exclusive."""
     r = job_runs.c
-    query = select(r.run_id).where(r.status == PENDING).order_by(r.scheduled_for_ms).limit(1)
+    query = select(r.run_id).where(r.status == PENDING, r.name == name).order_by(r.scheduled_for_ms).limit(1)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     run_id = conn.scalar(query)
     if run_id is None:
         return None
-    conn.execute(
+    row = conn.execute(
         update(job_runs)
-        .where(r.run_id == run_id)
+        .where(r.run_id == run_id, r.status == PENDING)
         .values(status=RUNNING, owner=owner, started_ms=now_ms, lease_until_ms=lease_until_ms)
-    )
-    return get_run(conn, run_id)
+        .returning(*job_runs.c)
+    ).first()
+    return None if row is None else _record(row)
+
+
+def renew_lease(conn: Connection, run_id: str, owner: str, lease_until_ms: int) -> bool:
+    """Push the lease of ``owner``'s running run to ``lease_until_ms``. False when the run is no longer
+    running under this owner: it was reaped (taken as crashed), and its worker has lost it."""
+    r = job_runs.c
+    row = conn.execute(
+        update(job_runs)
+        .where(r.run_id == run_id, r.owner == owner, r.status == RUNNING)
+        .values(lease_until_ms=lease_until_ms)
+        .returning(r.run_id)
+    ).first()
+    return row is not None
 
 
 def finish(
-    conn: Connection, run_id: str, status: str, now_ms: int, summary: str | None, error: str | None
-) -> RunRecord:
-    conn.execute(
+    conn: Connection,
+    run_id: str,
+    owner: str,
+    status: str,
+    now_ms: int,
+    summary: str | None,
+    error: str | None,
+) -> RunRecord | None:
+    """Record how ``owner``'s run ended. None, and nothing written, when the run is no longer running
+    under this owner: a reaped run's ``failed`` record is never overwritten by its late finisher."""
+    r = job_runs.c
+    row = conn.execute(
         update(job_runs)
-        .where(job_runs.c.run_id == run_id)
+        .where(r.run_id == run_id, r.owner == owner, r.status == RUNNING)
         .values(status=status, finished_ms=now_ms, summary=summary, error=error, lease_until_ms=None)
-    )
-    return get_run(conn, run_id)
+        .returning(*job_runs.c)
+    ).first()
+    return None if row is None else _record(row)
 
 
 def reap_expired(conn: Connection, now_ms: int) -> int:
-    """Runs whose worker stopped renewing their lease (it crashed) are recorded as failed."""
+    """Runs whose worker stopped renewing their lease (it crashed) are recorded as failed; returns how
+    many. A lease exactly at ``now_ms`` is still held."""
     r = job_runs.c
     result = conn.execute(
         update(job_runs)
