@@ -20,13 +20,20 @@ $(STAMP): pyproject.toml sdk/pyproject.toml requirements.lock
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
+# Formatting, lint, types, and the package layering (which package may import which).
 check: $(STAMP)
 	$(BIN)/ruff format --check src sdk tests bench
 	$(BIN)/ruff check src sdk tests bench
 	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit/test_layering.py
 
-test: check
+# The whole suite, once on SQLite and once on PostgreSQL (each run in a database of its own).
+test: test-sqlite test-postgresql
+
+test-sqlite: check
 	VOICEMON_TEST_DB=sqlite $(BIN)/pytest -q -p no:cacheprovider
+
+test-postgresql: check
 	VOICEMON_TEST_DB=postgresql VOICEMON_TEST_PG_ADMIN_URL=$(PG_ADMIN_URL) $(BIN)/pytest -q -p no:cacheprovider
 
 demo: $(STAMP)

@@ -37,7 +37,7 @@ from bench.dbs import driver_connection, fresh_database, postgres_available
 from bench.server import pin_load, running_server, unpin
 from bench.workload import batches, events
 from voicemon.clock import FakeClock, SystemClock
-from voicemon.domain.access import Principal, Role
+from voicemon.domain.access import SYSTEM, Principal, Role
 from voicemon.domain.artifacts import fold
 from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.periods import Period, touched_periods
@@ -102,7 +102,7 @@ def services_for(url: str, clock: Any = None, **overrides: Any) -> Services:
 
 def bench_ingest(url: str, sizes: Sizes, full: bool) -> list[Row]:
     svc = services_for(url)
-    key = svc.keys.create("ingest", None, "bench").secret
+    key = svc.keys.create(SYSTEM, "ingest", None, "bench").secret
     svc.stop()
     now = SystemClock().now_ms()
     items = events(sizes.ingest_events, now - HOUR_MS, HOUR_MS - 60_000, seed=11)
@@ -268,7 +268,7 @@ def bench_realtime(backend: str, sizes: Sizes) -> list[Row]:
     for count in (sizes.realtime_events, max(100, sizes.realtime_events // 100)):
         with fresh_database(backend) as url:
             svc = services_for(url)
-            key = svc.keys.create("viewer", None, "bench").secret
+            key = svc.keys.create(SYSTEM, "viewer", None, "bench").secret
             now = SystemClock().now_ms()
             fill_raw(svc, events(count, now - HOUR_MS + 60_000, HOUR_MS - 120_000, seed=13), now)
             svc.stop()

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, event, text
 
 from voicemon.api import create_app
 from voicemon.clock import FakeClock
-from voicemon.domain.access import Principal, Role
+from voicemon.domain.access import SYSTEM, Principal, Role
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import Database, database, migrate
@@ -202,7 +202,7 @@ class Api:
     staff_key: str
 
     def key(self, role: str, org: str | None = None) -> str:
-        return self.services.keys.create(role, org, f"test-{role}").secret
+        return self.services.keys.create(SYSTEM, role, org, f"test-{role}").secret
 
     def call(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> Any:
         headers = dict(kwargs.pop("headers", {}))
@@ -218,7 +218,7 @@ def api(services: Services) -> Iterator[Api]:
     # The services fixture already started and will stop the services.
     app.router.lifespan_context = _no_lifespan
     with TestClient(app) as client:
-        yield Api(client, services, services.keys.create("staff", None, "test").secret)
+        yield Api(client, services, services.keys.create(SYSTEM, "staff", None, "test").secret)
 
 
 @asynccontextmanager

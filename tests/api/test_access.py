@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import NOW_MS, STAFF, Api
 from tests.helpers import assert_error, ev, items_of
+from voicemon.domain.access import SYSTEM
 from voicemon.domain.timeutil import MINUTE_MS
 from voicemon.storage.events import count_events
 
@@ -98,8 +99,8 @@ def world(api: Api) -> World:
         ev("artifact_received", "art-x", NOW_MS - 6 * MINUTE_MS),
     ]
     assert api.services.ingest_blocking(seed, STAFF).accepted == len(seed)
-    revoked = api.services.keys.create("staff", None, "to-revoke")
-    api.services.keys.revoke(revoked.record.key_id)
+    revoked = api.services.keys.create(SYSTEM, "staff", None, "to-revoke")
+    api.services.keys.revoke(SYSTEM, revoked.record.key_id)
     keys = {
         "none": "",
         # Well formed, but no such key.
@@ -166,9 +167,9 @@ def test_tampered_secret_of_a_real_key_is_401(world: World) -> None:
 
 
 def test_revoking_a_working_key_stops_it(world: World) -> None:
-    created = world.api.services.keys.create("viewer", None, "short-lived")
+    created = world.api.services.keys.create(SYSTEM, "viewer", None, "short-lived")
     assert world.api.call("GET", "/v1/artifacts", created.secret).status_code == 200
-    world.api.services.keys.revoke(created.record.key_id)
+    world.api.services.keys.revoke(SYSTEM, created.record.key_id)
     assert_error(world.api.call("GET", "/v1/artifacts", created.secret), 401, "invalid_key")
 
 

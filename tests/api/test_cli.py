@@ -6,6 +6,7 @@ database file, which is faster than another CLI call.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,6 +23,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect
 
 from voicemon.api import create_app
+from voicemon.domain.access import SYSTEM
+from voicemon.jobs import build_runner
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import migrate
@@ -131,7 +134,7 @@ def test_keys_create_refused_exits_1_naming_the_field(cli: Cli, args: list[str],
     assert not KEY_LINE.search(result.stdout), "no key may be printed"
     svc = cli.services()
     try:
-        assert svc.keys.list() == []
+        assert svc.keys.list(SYSTEM) == []
     finally:
         svc.db.dispose()
 
@@ -139,8 +142,8 @@ def test_keys_create_refused_exits_1_naming_the_field(cli: Cli, args: list[str],
 def test_keys_revoke_then_the_key_is_refused(cli: Cli) -> None:
     svc = cli.services()
     try:
-        created = svc.keys.create("viewer", None, "to-revoke")
-        kept = svc.keys.create("viewer", None, "kept")
+        created = svc.keys.create(SYSTEM, "viewer", None, "to-revoke")
+        kept = svc.keys.create(SYSTEM, "viewer", None, "kept")
     finally:
         svc.db.dispose()
     key_id = created.record.key_id
@@ -154,7 +157,7 @@ def test_keys_revoke_then_the_key_is_refused(cli: Cli) -> None:
     assert _status_with_key(cli.url, kept.secret, "/v1/events") == 200
     svc = cli.services()
     try:
-        revoked = {k.key_id: k.revoked_ms for k in svc.keys.list()}
+        revoked = {k.key_id: k.revoked_ms for k in svc.keys.list(SYSTEM)}
     finally:
         svc.db.dispose()
     assert revoked[key_id] is not None
@@ -169,6 +172,42 @@ def test_keys_revoke_unknown_id_exits_1(cli: Cli) -> None:
     result = cli.run("keys", "revoke", "0123456789abcdef")
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "0123456789abcdef" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_jobs_run_prints_how_the_run_went(cli: Cli) -> None:
+    result = cli.run("jobs", "run", "cleanup-events")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    *grid, summary = result.stdout.splitlines()
+    lines = dict(line.strip().split(None, 1) for line in grid if line.strip())
+    assert lines["job"] == "cleanup-events"
+    assert lines["status"] == "succeeded"
+    assert lines["target"] == "(now)"
+    # The job's own summary, as JSON, on the last line.
+    assert isinstance(json.loads(summary), dict), summary
+    svc = cli.services()
+    try:
+        runs = build_runner(svc).runs(SYSTEM, "cleanup-events", 10)
+    finally:
+        svc.db.dispose()
+    assert [r.run_id for r in runs] == [lines["run"]]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["jobs", "run", "aggregate-hourly", "--target", "yesterday"], "target"),
+        (["jobs", "run", "aggregate-hourly", "--target", "1970-01-01T00:00:00Z"], "target"),
+        (["jobs", "run", "no-such-job"], None),
+    ],
+    ids=["unreadable-target", "target-too-old", "unknown-job"],
+)
+def test_jobs_run_refused_exits_1_naming_the_field(cli: Cli, args: list[str], field: str | None) -> None:
+    result = cli.run(*args)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "error:" in result.stderr
+    if field is not None:
+        assert f"error: {field}: " in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -236,7 +275,7 @@ def test_serve_answers_healthz_and_stops_on_sigterm(
     # The server migrated the file at start; a key made on it now is accepted over HTTP.
     svc = cli.services()
     try:
-        key = svc.keys.create("staff", None, "serve-test").secret
+        key = svc.keys.create(SYSTEM, "staff", None, "serve-test").secret
     finally:
         svc.db.dispose()
     assert httpx.get(f"{url}/v1/orgs", headers={"Authorization": f"Bearer {key}"}).json() == {"items": []}

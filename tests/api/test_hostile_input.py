@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from tests.conftest import NOW_MS, Api
 from tests.helpers import assert_error, ev, items_of
 from voicemon.clock import FakeClock
+from voicemon.domain.access import SYSTEM
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS, floor_to, format_time
 from voicemon.errors import ValidationError
 from voicemon.service import Services
@@ -102,11 +103,11 @@ def test_an_org_id_in_the_path_follows_the_same_rule(api: Api) -> None:
 def test_a_key_name_and_org_are_checked_before_the_database(
     api: Api, name: str, org: str | None, field: str, code: str
 ) -> None:
-    keys_before = api.services.keys.list()
+    keys_before = api.services.keys.list(SYSTEM)
     with pytest.raises(ValidationError) as refused:
-        api.services.keys.create("viewer", org, name)
+        api.services.keys.create(SYSTEM, "viewer", org, name)
     assert (refused.value.field, refused.value.code) == (field, code)
-    assert api.services.keys.list() == keys_before
+    assert api.services.keys.list(SYSTEM) == keys_before
 
 
 STRING_FIELDS = ("event_id", "artifact_id", "organization_id", "voice_note_id", "coach_user_id")

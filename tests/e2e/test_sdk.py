@@ -28,6 +28,7 @@ import pytest
 from tests.conftest import process_database
 from tests.helpers import free_port
 from voicemon import Client
+from voicemon.domain.access import SYSTEM
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import migrate
@@ -125,7 +126,7 @@ def keys(process: ServerProcess, database_url: str) -> dict[str, str]:
     services = Services(Settings(database_url=database_url))
     try:
         migrate.upgrade(services.db)
-        staff = services.keys.create("staff", None, "sdk-test-reader").secret
+        staff = services.keys.create(SYSTEM, "staff", None, "sdk-test-reader").secret
     finally:
         services.db.dispose()
     cli = subprocess.Popen(

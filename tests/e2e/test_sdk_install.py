@@ -26,6 +26,7 @@ import pytest
 
 from tests.conftest import process_database
 from tests.e2e.test_sdk import ServerProcess, stored_events
+from voicemon.domain.access import SYSTEM
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import migrate
@@ -171,7 +172,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
         try:
             migrate.upgrade(services.db)
             keys = {
-                role: services.keys.create(role, None, f"sdk-install-{role}").secret
+                role: services.keys.create(SYSTEM, role, None, f"sdk-install-{role}").secret
                 for role in ("ingest", "staff")
             }
         finally:

@@ -21,6 +21,7 @@ from tests.conftest import NOW_MS, STAFF, Api, FreshServices, StatementCounter
 from tests.helpers import ev, items_of
 from voicemon.api import create_app
 from voicemon.clock import FakeClock
+from voicemon.domain.access import SYSTEM
 from voicemon.domain.snapshot import SnapshotParts, merge_parts, render_parts
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, format_time
 from voicemon.jobs import build_runner
@@ -347,7 +348,7 @@ def test_any_rollup_equals_a_recount_of_the_raw_events(
         app = create_app(services=svc)
         app.router.lifespan_context = _no_lifespan  # the services are started and stopped here
         client = TestClient(app)
-        headers = {"Authorization": f"Bearer {svc.keys.create('staff', None, 'prop').secret}"}
+        headers = {"Authorization": f"Bearer {svc.keys.create(SYSTEM, 'staff', None, 'prop').secret}"}
         org = data.draw(st.sampled_from(ORGS), label="summary org")
         params = {"period": "hourly", "start": format_time(chosen[0]), "end": format_time(chosen[-1] + 1)}
         for scope in (None, org):

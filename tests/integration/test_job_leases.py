@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import NOW_MS, STAFF
 from tests.helpers import ev, wait_for
 from voicemon.clock import FakeClock
+from voicemon.domain.records import RunRecord
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS, floor_to, format_time
 from voicemon.errors import StorageError
 from voicemon.jobs import JobDefinition, JobRunner, build_runner
@@ -24,7 +25,6 @@ from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import jobs as job_store
 from voicemon.storage import snapshots as snapshot_store
-from voicemon.storage.jobs import RunRecord
 
 LEASE_S = 30
 LEASE_MS = LEASE_S * 1000

@@ -17,6 +17,7 @@ from tests.helpers import ev, items_of
 from voicemon.clock import FakeClock
 from voicemon.domain.access import SYSTEM, Principal, Role
 from voicemon.domain.periods import Period, complete_periods
+from voicemon.domain.records import RunRecord
 from voicemon.domain.snapshot import SnapshotParts
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, format_time
 from voicemon.errors import ConflictError, ForbiddenError
@@ -26,7 +27,6 @@ from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import jobs as job_store
 from voicemon.storage import snapshots as snapshot_store
-from voicemon.storage.jobs import RunRecord
 from voicemon.storage.tables import artifacts, events, job_runs, minute_counters, snapshots
 
 WEEK_MS = 7 * DAY_MS

@@ -19,11 +19,17 @@ from pydantic import ValidationError as ModelError
 
 from tests.conftest import NOW_MS
 from voicemon.api import routes_events
-from voicemon.api.params import parse_time_param
 from voicemon.api.schemas import EventIn, OrgIn, RetryIn, RunIn
 from voicemon.domain.events import MAX_INT64, MIN_INT64, Event, FieldError, ValidationContext, validate_event
 from voicemon.domain.text import INVALID_CHARACTER, NAME, TEXT, check_text
-from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS, TimeParseError, format_time, parse_time
+from voicemon.domain.timeutil import (
+    HOUR_MS,
+    MINUTE_MS,
+    TimeParseError,
+    format_time,
+    parse_time,
+    parse_time_text,
+)
 from voicemon.errors import BadRequest, ValidationError
 
 CTX = ValidationContext(
@@ -390,7 +396,7 @@ def test_parse_time_keeps_its_range() -> None:
 
 @pytest.mark.parametrize("value", ["1795863900000", "0", "-0"])
 def test_a_time_parameter_takes_epoch_ms_as_ascii_digits(value: str) -> None:
-    assert parse_time_param("start", value) == int(value)
+    assert parse_time_text("start", value) == int(value)
 
 
 @pytest.mark.parametrize(
@@ -408,7 +414,7 @@ def test_a_time_parameter_takes_epoch_ms_as_ascii_digits(value: str) -> None:
 )
 def test_a_bad_time_parameter_names_itself_once(value: str, code: str) -> None:
     with pytest.raises(ValidationError) as refused:
-        parse_time_param("end", value)
+        parse_time_text("end", value)
     assert (refused.value.field, refused.value.code) == ("end", code)
     assert "end" not in refused.value.message
 

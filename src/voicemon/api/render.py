@@ -8,12 +8,11 @@ import orjson
 
 from voicemon.domain.artifacts import ArtifactState
 from voicemon.domain.events import nusd_to_usd
-from voicemon.domain.records import StoredEvent
+from voicemon.domain.records import RunRecord, StoredEvent
 from voicemon.domain.retries import Retry
 from voicemon.domain.snapshot import SnapshotParts, render_parts
 from voicemon.domain.timeutil import format_time
 from voicemon.service.queries import Realtime
-from voicemon.storage.jobs import RunRecord
 
 
 def _time(ms: int | None) -> str | None:

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from voicemon.api.deps import PrincipalDep, ServicesDep
-from voicemon.api.params import LimitQuery, parse_time_param
+from voicemon.api.params import LimitQuery
 from voicemon.api.render import event_out
 from voicemon.api.schemas import ErrorReply, EventBatchIn, EventIn, EventPage, IngestReply
 from voicemon.domain.model import EventType, Stage
 from voicemon.domain.records import EventFilter
+from voicemon.domain.timeutil import parse_time_text
 from voicemon.errors import BadRequest, PayloadTooLarge
 from voicemon.service.ingest import MAX_BATCH_EVENTS
 
@@ -134,8 +135,8 @@ def get_events(
         pipeline_stage=pipeline_stage.value if pipeline_stage else None,
         organization_id=organization_id,
         artifact_id=artifact_id,
-        start_ms=parse_time_param("start", start),
-        end_ms=parse_time_param("end", end),
+        start_ms=parse_time_text("start", start),
+        end_ms=parse_time_text("end", end),
     )
     page = services.queries.list_events(principal, f, cursor, limit)
     return {"items": [event_out(e) for e in page.items], "next_cursor": page.next_cursor}

@@ -56,7 +56,12 @@ def run_job(
     return run_out(_runner(request).run_now(principal, name, target_ms))
 
 
-@router.get("/{name}/runs", response_model=RunList, summary="Recent runs of one job, newest first")
+@router.get(
+    "/{name}/runs",
+    response_model=RunList,
+    responses={404: {"model": ErrorReply}},
+    summary="Recent runs of one job, newest first",
+)
 def list_runs(
     request: Request,
     principal: PrincipalDep,

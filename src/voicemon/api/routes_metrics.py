@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from voicemon.api.deps import PrincipalDep, ServicesDep
-from voicemon.api.params import parse_time_param
 from voicemon.api.render import realtime_out, snapshot_out
 from voicemon.api.schemas import ErrorReply, OrgMetricsList, RealtimeOut, SnapshotList, SnapshotOut, StagesOut
 from voicemon.domain.access import Principal
 from voicemon.domain.periods import Period
 from voicemon.domain.records import SnapshotRow
 from voicemon.domain.snapshot import render_parts
+from voicemon.domain.timeutil import parse_time_text
 from voicemon.service import Services
 from voicemon.service.metrics import Range
 
@@ -51,7 +51,7 @@ def range_params(
 ) -> Range:
     """The ``period``, ``start`` and ``end`` query parameters every snapshot query shares."""
     return services.metrics.resolve_range(
-        period, parse_time_param("start", start), parse_time_param("end", end)
+        period, parse_time_text("start", start), parse_time_text("end", end)
     )
 
 

@@ -24,7 +24,6 @@ from voicemon.sdk import Client
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.sim import DerivedStore, RetryOrder, RetryWebhook, Simulator
-from voicemon.storage import migrate
 
 err = Console(stderr=True)
 
@@ -54,9 +53,9 @@ def run_demo(host: str, port: int, hours: float, rate_per_min: float, seed: int 
     webhook.start()
     settings = Settings(retry_webhook_url=webhook.url, retry_webhook_secret=SecretStr(secret))
     services = Services(settings)
-    migrate.upgrade(services.db)
-    staff = services.keys.create("staff", None, "demo")
-    ingest = services.keys.create("ingest", None, "demo-simulator")
+    services.migrate()
+    staff = services.keys.create(SYSTEM, "staff", None, "demo")
+    ingest = services.keys.create(SYSTEM, "ingest", None, "demo-simulator")
     app = create_app(settings, services=services, run_scheduler=True, own_process=True)
     server = build_server(app, settings, host, port)
     thread = threading.Thread(target=server.run, name="voicemon-server", daemon=True)

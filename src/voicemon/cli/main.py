@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from voicemon.domain.access import SYSTEM
 from voicemon.errors import VoicemonError
 
 if TYPE_CHECKING:
@@ -30,11 +33,21 @@ app.add_typer(jobs_app, name="jobs")
 err = Console(stderr=True)
 
 
-def _services() -> Services:
+@contextmanager
+def _database() -> Iterator[Services]:
+    """The services on the configured database, migrated, for one command run by the operator (who
+    acts as :data:`~voicemon.domain.access.SYSTEM`); a refusal ends the command with exit code 1."""
     from voicemon.service import Services
     from voicemon.settings import Settings
 
-    return Services(Settings())
+    svc = Services(Settings())
+    try:
+        svc.migrate()
+        yield svc
+    except VoicemonError as exc:
+        raise _fail(exc) from exc
+    finally:
+        svc.db.dispose()
 
 
 def _fail(exc: VoicemonError) -> typer.Exit:
@@ -45,15 +58,8 @@ def _fail(exc: VoicemonError) -> typer.Exit:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every schema migration not yet applied."""
-    from voicemon.storage import migrate
-
-    svc = _services()
-    try:
-        migrate.upgrade(svc.db)
-    except VoicemonError as exc:
-        raise _fail(exc) from exc
-    finally:
-        svc.db.dispose()
+    with _database():
+        pass
     typer.echo("database is up to date")
 
 
@@ -64,16 +70,8 @@ def keys_create(
     name: Annotated[str | None, typer.Option(help="a label to recognise the key by")] = None,
 ) -> None:
     """Create a key. The key itself is printed once, alone on the last line."""
-    from voicemon.storage import migrate
-
-    svc = _services()
-    try:
-        migrate.upgrade(svc.db)
-        created = svc.keys.create(role, org, name)
-    except VoicemonError as exc:
-        raise _fail(exc) from exc
-    finally:
-        svc.db.dispose()
+    with _database() as svc:
+        created = svc.keys.create(SYSTEM, role, org, name)
     scope = f" for organization {org}" if org else ""
     typer.echo(f"created {created.record.role} key {created.record.key_id}{scope}; it is shown only once:")
     typer.echo(created.secret)
@@ -83,16 +81,9 @@ def keys_create(
 def keys_list() -> None:
     """List keys (never their secrets)."""
     from voicemon.domain.timeutil import format_time
-    from voicemon.storage import migrate
 
-    svc = _services()
-    try:
-        migrate.upgrade(svc.db)
-        records = svc.keys.list()
-    except VoicemonError as exc:
-        raise _fail(exc) from exc
-    finally:
-        svc.db.dispose()
+    with _database() as svc:
+        records = svc.keys.list(SYSTEM)
     table = Table("key_id", "role", "organization", "name", "created", "revoked")
     for r in records:
         table.add_row(
@@ -109,35 +100,19 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key_id shown by keys list")]) -> None:
     """Revoke a key; servers stop accepting it within a few seconds."""
-    from voicemon.storage import migrate
-
-    svc = _services()
-    try:
-        migrate.upgrade(svc.db)
-        svc.keys.revoke(key_id)
-    except VoicemonError as exc:
-        raise _fail(exc) from exc
-    finally:
-        svc.db.dispose()
+    with _database() as svc:
+        svc.keys.revoke(SYSTEM, key_id)
     typer.echo(f"revoked {key_id}")
 
 
 @jobs_app.command("list")
 def jobs_list() -> None:
     """The jobs, their schedules, next run and last run."""
-    from voicemon.domain.access import SYSTEM
     from voicemon.domain.timeutil import format_time
     from voicemon.jobs import build_runner
-    from voicemon.storage import migrate
 
-    svc = _services()
-    try:
-        migrate.upgrade(svc.db)
+    with _database() as svc:
         overview = build_runner(svc).overview(SYSTEM)
-    except VoicemonError as exc:
-        raise _fail(exc) from exc
-    finally:
-        svc.db.dispose()
     table = Table("job", "schedule (UTC)", "next run", "last run", "status")
     for o in overview:
         last = o.last_run
@@ -160,36 +135,42 @@ def jobs_run(
         str | None, typer.Option(help="a time in the period to run (RFC 3339 or epoch ms)")
     ] = None,
 ) -> None:
-    """Run one job now, to its end, and print its run record."""
-    import orjson
-
-    from voicemon.api.params import parse_time_param
-    from voicemon.api.render import run_out
-    from voicemon.domain.access import SYSTEM
+    """Run one job now, to its end, and print how it went: status, times, and its summary (JSON) or
+    error. Exit code 1 unless it succeeded."""
+    from voicemon.domain.timeutil import format_time, parse_time_text
     from voicemon.jobs import build_runner
-    from voicemon.storage import migrate
 
-    svc = _services()
-    try:
-        migrate.upgrade(svc.db)
-        target_ms = parse_time_param("target", target)
-        record = build_runner(svc).run_now(SYSTEM, name, target_ms)
-    except VoicemonError as exc:
-        raise _fail(exc) from exc
-    finally:
-        svc.db.dispose()
-    typer.echo(orjson.dumps(run_out(record), option=orjson.OPT_INDENT_2).decode())
+    with _database() as svc:
+        record = build_runner(svc).run_now(SYSTEM, name, parse_time_text("target", target))
+    table = Table.grid(padding=(0, 2))
+    for label, value in (
+        ("job", record.name),
+        ("run", record.run_id),
+        ("status", record.status),
+        ("target", format_time(record.target_ms) if record.target_ms is not None else "(now)"),
+        ("started", format_time(record.started_ms) if record.started_ms else ""),
+        ("finished", format_time(record.finished_ms) if record.finished_ms else ""),
+    ):
+        table.add_row(label, value)
+    Console().print(table)
+    if record.summary:
+        typer.echo(record.summary)
+    if record.error:
+        err.print(f"[red]error:[/red] {record.error}")
     if record.status != "succeeded":
         raise typer.Exit(1)
 
 
 @app.command("worker")
 def worker() -> None:
-    """Run scheduled jobs without serving HTTP (several workers and servers may share one database)."""
+    """Run scheduled jobs and deliver the outbox without serving HTTP (several workers and servers may
+    share one database)."""
     from voicemon.jobs import Scheduler, build_runner
+    from voicemon.service import Services
+    from voicemon.settings import Settings
 
-    svc = _services()
-    svc.start()
+    svc = Services(Settings())
+    svc.start(run_dispatcher=True)
     scheduler = Scheduler(build_runner(svc), svc.settings.scheduler_poll_s)
     scheduler.start()
     typer.echo("worker running; Ctrl-C stops it")

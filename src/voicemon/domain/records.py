@@ -50,3 +50,21 @@ class OrgRecord:
     organization_id: str
     name: str
     updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run of a job: a scheduled tick or a run by hand. ``summary`` is the job's JSON report."""
+
+    run_id: str
+    name: str
+    trigger: str
+    scheduled_for_ms: int
+    target_ms: int | None
+    status: str
+    owner: str | None
+    lease_until_ms: int | None
+    started_ms: int | None
+    finished_ms: int | None
+    summary: str | None
+    error: str | None

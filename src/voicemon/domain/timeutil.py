@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
+from voicemon.errors import ValidationError
+
 SECOND_MS = 1_000
 MINUTE_MS = 60 * SECOND_MS
 HOUR_MS = 60 * MINUTE_MS
@@ -119,3 +121,27 @@ def format_time(ms: int) -> str:
 def floor_to(ms: int, unit_ms: int) -> int:
     """Start of the UTC period of length ``unit_ms`` (minute, hour, day) that contains ``ms``."""
     return ms - ms % unit_ms
+
+
+# Epoch milliseconds in a query string: ASCII digits only (str.isdigit also takes "²" and Arabic digits).
+# Twenty digits are more than any valid time has, and few enough for int() to parse at once.
+_EPOCH_MS = re.compile(r"-?[0-9]{1,20}")
+
+
+def parse_time_text(name: str, value: str | None) -> int | None:
+    """A query-string (or command-line) time: RFC 3339 with offset, or epoch milliseconds as digits.
+
+    Raises ValidationError naming ``name``, with the code of :class:`TimeParseError` or ``empty``.
+
+    >>> parse_time_text("end", "1795863900000")
+    1795863900000
+    """
+    if value is None:
+        return None
+    if value == "":
+        raise ValidationError("must not be empty; leave it out instead", code="empty", field=name)
+    candidate: str | int = int(value) if _EPOCH_MS.fullmatch(value) else value
+    try:
+        return parse_time(candidate)
+    except TimeParseError as exc:
+        raise ValidationError(str(exc), code=exc.code, field=name) from None

@@ -13,10 +13,10 @@ import threading
 from types import TracebackType
 
 from voicemon.clock import Clock
+from voicemon.domain.records import RunRecord
 from voicemon.errors import StorageError
 from voicemon.storage import Database
 from voicemon.storage import jobs as job_store
-from voicemon.storage.jobs import RunRecord
 
 logger = logging.getLogger(__name__)
 

@@ -72,10 +72,14 @@ class Services:
         self.dispatcher.register(RETRY_KIND, self._retry_delivery)
         self.retries = RetryService(self.db, self.clock, on_commit=self.dispatcher.wake)
 
+    def migrate(self) -> None:
+        """Apply every schema migration not yet applied (idempotent)."""
+        migrate.upgrade(self.db)
+
     def start(self, *, migrate_schema: bool = True, run_dispatcher: bool = False) -> None:
         """Migrate, start the ingest writer and, when asked, the outbox dispatcher's threads."""
         if migrate_schema:
-            migrate.upgrade(self.db)
+            self.migrate()
         self.writer.start()
         self.db.start_maintenance()
         if run_dispatcher:

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from voicemon.clock import Clock
-from voicemon.domain.access import Principal, Role
+from voicemon.domain.access import STAFF_ONLY, Principal, Role, require_role
 from voicemon.domain.events import MAX_ID_CHARS
 from voicemon.domain.text import NAME, TEXT, check_text
 from voicemon.errors import AuthError, NotFoundError, ValidationError
@@ -46,10 +46,13 @@ class KeyService:
         self._cache: dict[str, tuple[int, Principal]] = {}
         self._lock = threading.Lock()
 
-    def create(self, role: str, organization_id: str | None = None, name: str | None = None) -> CreatedKey:
+    def create(
+        self, principal: Principal, role: str, organization_id: str | None = None, name: str | None = None
+    ) -> CreatedKey:
         """Make a key; the secret is in the result only. ``name`` is a display name like an
         organization's (1 to 200 characters, not blank, no control characters). Raises ValidationError
-        naming the CLI option at fault (``role``, ``org``, ``name``)."""
+        naming the CLI option at fault (``role``, ``org``, ``name``). Staff only."""
+        require_role(principal, *STAFF_ONLY)
         try:
             parsed_role = Role(role)
         except ValueError:
@@ -84,11 +87,15 @@ class KeyService:
             key_store.insert_key(conn, record)
         return CreatedKey(record, f"{PREFIX}_{key_id}_{secret}")
 
-    def list(self) -> list[KeyRecord]:
+    def list(self, principal: Principal) -> list[KeyRecord]:
+        """Every key, revoked ones included, never a secret (staff)."""
+        require_role(principal, *STAFF_ONLY)
         with self._db.read() as conn:
             return key_store.list_keys(conn)
 
-    def revoke(self, key_id: str) -> None:
+    def revoke(self, principal: Principal, key_id: str) -> None:
+        """Revoke a live key (staff); NotFoundError ``key_not_found`` if there is none by that id."""
+        require_role(principal, *STAFF_ONLY)
         with self._db.write() as conn:
             if not key_store.revoke_key(conn, key_id, self._clock.now_ms()):
                 raise NotFoundError(f"no live key {key_id!r}", code="key_not_found")

@@ -5,11 +5,11 @@ holds a run, while it is still ``running``, may touch it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text, update
 
+from voicemon.domain.records import RunRecord
 from voicemon.storage.database import insert_ignore
 from voicemon.storage.tables import job_runs
 
@@ -18,22 +18,6 @@ PENDING = "pending"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    run_id: str
-    name: str
-    trigger: str
-    scheduled_for_ms: int
-    target_ms: int | None
-    status: str
-    owner: str | None
-    lease_until_ms: int | None
-    started_ms: int | None
-    finished_ms: int | None
-    summary: str | None
-    error: str | None
 
 
 def _record(row: Any) -> RunRecord:
