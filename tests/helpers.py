@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from voicemon.domain.timeutil import format_time
 
 _ids = itertools.count(1)
+
+# The console script of the environment the tests run in.
+VOICEMON = Path(sys.executable).with_name("voicemon")
 
 
 def ev(
@@ -70,3 +78,57 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, poll_s:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(poll_s)
+
+
+class ServerProcess:
+    """``voicemon serve --no-scheduler`` as a child process that can be stopped, killed and restarted
+    on the same port and database."""
+
+    def __init__(self, env: dict[str, str], log: Path, port: int | None = None) -> None:
+        self.env = env
+        self.port = port if port is not None else free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        assert not self.running
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(VOICEMON), "serve", "--no-scheduler", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        pytest.fail(f"server not up after {timeout_s} s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        """A graceful stop (SIGTERM), escalating to SIGKILL."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)

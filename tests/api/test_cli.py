@@ -10,9 +10,7 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect
 
+from tests.helpers import VOICEMON, free_port
 from voicemon.api import create_app
 from voicemon.domain.access import SYSTEM
 from voicemon.jobs import build_runner
@@ -29,7 +28,6 @@ from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import migrate
 
-VOICEMON = Path(sys.executable).with_name("voicemon")
 KEY_LINE = re.compile(r"vm_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}")
 RUN_TIMEOUT_S = 60
 SERVE_START_TIMEOUT_S = 30
@@ -227,16 +225,9 @@ def test_usage_errors_exit_2(cli: Cli, args: list[str]) -> None:
     assert "Traceback" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def served(cli: Cli, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
+    port = free_port()
     with (tmp_path / "serve.log").open("wb") as log:
         proc = subprocess.Popen(
             [str(VOICEMON), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-scheduler"],

@@ -13,7 +13,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,9 +25,8 @@ import orjson
 import pytest
 
 from tests.conftest import BACKEND
-from tests.helpers import free_port
+from tests.helpers import VOICEMON, free_port
 
-VOICEMON = Path(sys.executable).parent / "voicemon"
 DERIVED_TABLES = ("transcripts", "claims", "resolutions", "drafts")
 
 pytestmark = [

@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, select
 
 from tests.conftest import BACKEND, STAFF, Api, postgres_database
-from tests.helpers import ev, free_port
+from tests.helpers import VOICEMON, ServerProcess, ev, free_port, wait_for
 from voicemon.clock import FakeClock, SystemClock
 from voicemon.domain.timeutil import MINUTE_MS, SECOND_MS, format_time
 from voicemon.service import Services
@@ -38,7 +36,6 @@ from voicemon.settings import Settings
 from voicemon.storage.tables import outbox, retries
 
 SECRET = "s3cret-for-tests"
-VOICEMON = Path(sys.executable).parent / "voicemon"
 
 
 class Receiver:
@@ -101,14 +98,6 @@ class Receiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def rows_of(url: str, table: Any) -> list[Any]:
@@ -250,39 +239,6 @@ def process_db_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-class ServerProcess:
-    """``voicemon serve --no-scheduler`` as a child process; always killed and reaped by ``stop``."""
-
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self._log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(VOICEMON), "serve", "--no-scheduler", "--host", "127.0.0.1", "--port", str(port)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_until_up(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}:\n{self._log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"server not up after {timeout_s} s:\n{self._log.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-
 def test_retry_committed_before_a_crash_is_delivered_after_restart(
     process_db_url: str, tmp_path: Path
 ) -> None:
@@ -314,9 +270,9 @@ def test_retry_committed_before_a_crash_is_delivered_after_restart(
 
     servers: list[ServerProcess] = []
     try:
-        first = ServerProcess(env, api_port, log)
+        first = ServerProcess(env, log, api_port)
         servers.append(first)
-        first.wait_until_up()
+        first.start(60)
         with httpx.Client(base_url=first.url, headers=headers, timeout=10) as client:
             now = int(time.time() * 1000)
             events = [
@@ -339,9 +295,9 @@ def test_retry_committed_before_a_crash_is_delivered_after_restart(
         assert (entry.status, stored.status) == ("pending", "pending")
 
         with Receiver(SECRET, port=hook_port) as receiver:
-            second = ServerProcess(env, api_port, log)
+            second = ServerProcess(env, log, api_port)
             servers.append(second)
-            second.wait_until_up()
+            second.start(60)
             wait_for(lambda: receiver.delivered != [], 20, "delivery after the restart")
             with httpx.Client(base_url=second.url, headers=headers, timeout=10) as client:
 

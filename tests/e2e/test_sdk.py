@@ -11,96 +11,29 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import process_database
-from tests.helpers import free_port
+from tests.helpers import VOICEMON, ServerProcess, free_port, wait_for
 from voicemon import Client
 from voicemon.domain.access import SYSTEM
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import migrate
 
-VOICEMON = Path(sys.executable).parent / "voicemon"
-
 
 def dead_url() -> str:
     """An address where nothing listens: connections are refused at once."""
     return f"http://127.0.0.1:{free_port()}"
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
-
-
-class ServerProcess:
-    """``voicemon serve --no-scheduler`` as a child process that can be stopped, killed and restarted
-    on the same port and database."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        assert not self.running
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(VOICEMON), "serve", "--no-scheduler", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        pytest.fail(f"server not up after {timeout_s} s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        """A graceful stop (SIGTERM), escalating to SIGKILL."""
-        if self.running:
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")

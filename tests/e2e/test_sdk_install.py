@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 from tests.conftest import process_database
-from tests.e2e.test_sdk import ServerProcess, stored_events
+from tests.e2e.test_sdk import stored_events
+from tests.helpers import ServerProcess
 from voicemon.domain.access import SYSTEM
 from voicemon.service import Services
 from voicemon.settings import Settings

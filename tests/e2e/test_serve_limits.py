@@ -11,7 +11,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,9 +23,8 @@ import orjson
 import pytest
 
 from tests.conftest import process_database
-from tests.helpers import free_port
+from tests.helpers import VOICEMON, ServerProcess
 
-VOICEMON = Path(sys.executable).parent / "voicemon"
 HEAD_TIMEOUT_S = 1
 MAX_CONNECTIONS = 3
 # Far above the head deadline, far below "held for ever".
@@ -66,32 +64,14 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         text=True,
     )
     key = created.stdout.strip().splitlines()[-1]
-    port = free_port()
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(VOICEMON), "serve", "--no-scheduler", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = ServerProcess(env, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not up after 60 s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield Server(port, proc.pid, key, log)
+        process.start(60)
+        assert process.proc is not None
+        yield Server(process.port, process.proc.pid, key, log)
     finally:
-        proc.kill()
-        proc.wait(10)
+        process.kill()
 
 
 def connect(server: Server) -> socket.socket:
