@@ -52,7 +52,7 @@ from voicemon.settings import Settings
 from voicemon.storage import artifacts as artifact_store
 from voicemon.storage import snapshots as snapshot_store
 from voicemon.storage.counters import add_to_buckets
-from voicemon.storage.database import bulk_insert
+from voicemon.storage.dialect import bulk_insert
 from voicemon.storage.events import INSERT_COLUMNS, _to_row
 from voicemon.storage.snapshots import bump_versions
 from voicemon.storage.tables import events as events_table

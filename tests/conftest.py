@@ -23,7 +23,7 @@ from voicemon.clock import FakeClock
 from voicemon.domain.access import SYSTEM, Principal, Role
 from voicemon.service import Services
 from voicemon.settings import Settings
-from voicemon.storage import Database, database, migrate
+from voicemon.storage import Database, dialect, migrate
 from voicemon.storage.tables import metadata
 
 # A fixed "now" well inside a UTC hour: 2026-12-07T02:40:00Z.
@@ -188,8 +188,8 @@ def sql_counter(services: Services, monkeypatch: pytest.MonkeyPatch) -> Statemen
         if counter.active and not statement.startswith(("BEGIN", "PRAGMA")):
             counter.statements.append(statement)
 
-    real = database.driver_cursor
-    monkeypatch.setattr(database, "driver_cursor", lambda conn: _CountingCursor(real(conn), counter))
+    real = dialect.driver_cursor
+    monkeypatch.setattr(dialect, "driver_cursor", lambda conn: _CountingCursor(real(conn), counter))
     return counter
 
 

@@ -15,7 +15,7 @@ from voicemon.errors import IntegrityConflict, StorageError
 from voicemon.service import Services
 from voicemon.service import writer as writer_module
 from voicemon.service.ingest import validate_items
-from voicemon.storage import database
+from voicemon.storage import dialect
 from voicemon.storage import events as event_store
 from voicemon.storage.counters import add_to_buckets
 from voicemon.storage.events import count_events
@@ -248,7 +248,7 @@ def test_a_failed_driver_read_is_a_storage_error(services: Services) -> None:
 
     def read_missing_table() -> None:
         with services.db.read() as conn:
-            database.ask_keys(conn, "SELECT x FROM no_such_table WHERE x {keys}", ["a"])()
+            dialect.ask_keys(conn, "SELECT x FROM no_such_table WHERE x {keys}", ["a"])()
 
     with pytest.raises(StorageError):
         read_missing_table()

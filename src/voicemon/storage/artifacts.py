@@ -11,7 +11,7 @@ from sqlalchemy import Connection, and_, or_, select
 
 from voicemon.domain.artifacts import ArtifactState
 from voicemon.domain.model import ACTIVE_STATUSES, ArtifactKey, Stage, Status
-from voicemon.storage.database import Answer, ask_pairs, insert_sql, send_many
+from voicemon.storage.dialect import Answer, ask_pairs, insert_sql, locks_rows, send_many
 from voicemon.storage.tables import artifacts
 
 
@@ -45,7 +45,7 @@ def ask_locked(
     if not ordered:
         return dict
     lock = ""
-    if conn.dialect.name == "postgresql":
+    if locks_rows(conn):
         empty = Status.RECEIVED.value, placeholder_ms, placeholder_ms, placeholder_ms
         send_many(conn, _PLACEHOLDER_SQL, [(owner, aid, *empty) for owner, aid in ordered])
         lock = " FOR UPDATE"
@@ -63,7 +63,7 @@ def ask_locked(
 
 def drop_placeholders(conn: Connection, keys: Sequence[ArtifactKey]) -> None:
     """Remove the empty rows :func:`ask_locked` inserted for ``keys`` when no event of theirs is saved."""
-    if conn.dialect.name == "postgresql":
+    if locks_rows(conn):
         send_many(conn, _DROP_PLACEHOLDER_SQL, list(keys))
 
 
@@ -85,7 +85,7 @@ _UPDATE_SQL = f"UPDATE artifacts SET {_SETS} WHERE owner = ? AND artifact_id = ?
 
 def save_artifacts(conn: Connection, states: Sequence[ArtifactState], existing: set[ArtifactKey]) -> None:
     """Write the new summaries: UPDATE the rows that exist, INSERT the others (one statement each)."""
-    if conn.dialect.name == "postgresql":
+    if locks_rows(conn):
         # ask_locked inserted a placeholder for every key: all are updates.
         existing = {s.key for s in states}
     insert_artifacts(conn, [s for s in states if s.key not in existing])

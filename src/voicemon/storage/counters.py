@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, func, select
 
 from voicemon.domain.counters import BucketDelta
-from voicemon.storage.database import send_many, upsert_add_sql
+from voicemon.storage.dialect import send_many, upsert_add_sql
 from voicemon.storage.tables import COUNTER_COLUMNS, minute_counters
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Row, and_, func, or_, select
 from voicemon.domain.events import Event, dumps_metadata
 from voicemon.domain.model import ArtifactKey, EventType, Stage, Status, owner_organization
 from voicemon.domain.records import EventFilter, StoredEvent
-from voicemon.storage.database import Answer, ask_keys, bulk_insert
+from voicemon.storage.dialect import Answer, ask_keys, bulk_insert
 from voicemon.storage.tables import events
 
 PPB = 1_000_000_000

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, text, update
 
 from voicemon.domain.records import RunRecord
-from voicemon.storage.database import insert_ignore
+from voicemon.storage.dialect import claim_lock, insert_ignore
 from voicemon.storage.tables import job_runs
 
 SCHEDULED = text("trigger = 'schedule'")
@@ -74,9 +74,7 @@ def claim_next(conn: Connection, owner: str, now_ms: int, lease_until_ms: int, n
     workers claim different runs at once; SQLite's BEGIN IMMEDIATE already makes the claim exclusive."""
     r = job_runs.c
     query = select(r.run_id).where(r.status == PENDING, r.name == name).order_by(r.scheduled_for_ms).limit(1)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    run_id = conn.scalar(query)
+    run_id = conn.scalar(claim_lock(query, conn))
     if run_id is None:
         return None
     row = conn.execute(

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, select
 
 from voicemon.domain.records import OrgRecord
-from voicemon.storage.database import ask_keys, upsert_replace
+from voicemon.storage.dialect import ask_keys, upsert_replace
 from voicemon.storage.tables import orgs
 
 

@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from sqlalchemy import Connection, select, update
 
+from voicemon.storage.dialect import claim_lock
 from voicemon.storage.tables import outbox
 
 # Delivery ids are derived in this namespace from what identifies an entry in any database.
@@ -76,9 +77,7 @@ def claim_due(conn: Connection, kind: str, now_ms: int, lease_ms: int, limit: in
         .order_by(o.next_attempt_ms, o.outbox_id)
         .limit(limit)
     )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = list(conn.execute(query))
+    rows = list(conn.execute(claim_lock(query, conn)))
     if rows:
         conn.execute(
             update(outbox)

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, select, update
 
 from voicemon.domain.model import ArtifactKey, owner_organization
 from voicemon.domain.retries import IN_FLIGHT, Outcome, Retry, RetryStage, RetryStatus
-from voicemon.storage.database import Answer, ask_pairs, send_many
+from voicemon.storage.dialect import Answer, ask_pairs, send_many
 from voicemon.storage.tables import retries
 
 

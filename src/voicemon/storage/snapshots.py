@@ -16,7 +16,7 @@ from voicemon.domain.periods import Cover
 from voicemon.domain.records import SnapshotRow
 from voicemon.domain.sketch import merge_encoded_groups
 from voicemon.domain.snapshot import Latency, SnapshotParts
-from voicemon.storage.database import concat_integers, integers_of, send_many, upsert_add_sql, upsert_replace
+from voicemon.storage.dialect import concat_integers, integers_of, send_many, upsert_add_sql, upsert_replace
 from voicemon.storage.tables import STAGE_KEYS, artifacts, events, period_versions, snapshots
 
 # --- raw events of one period ---------------------------------------------------------------------------
