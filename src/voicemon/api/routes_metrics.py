@@ -13,7 +13,8 @@ from voicemon.api.schemas import ErrorReply, OrgMetricsList, RealtimeOut, Snapsh
 from voicemon.domain.access import Principal
 from voicemon.domain.periods import Period
 from voicemon.domain.records import SnapshotRow
-from voicemon.domain.snapshot import render_parts
+from voicemon.domain.snapshot import render_fields
+from voicemon.domain.snapshot_fields import ORG_BREAKDOWN
 from voicemon.domain.timeutil import parse_time_text
 from voicemon.service import Services
 from voicemon.service.metrics import Range
@@ -132,25 +133,13 @@ def current(services: ServicesDep, principal: PrincipalDep, organization_id: Org
 @router.get("/orgs", response_model=OrgMetricsList, summary="One merged item per organization (staff)")
 def orgs(services: ServicesDep, principal: PrincipalDep, r: RangeDep) -> dict[str, Any]:
     items = services.metrics.by_organization(principal, r)
-    out = []
-    for item in items:
-        full = render_parts(item.parts)
-        out.append(
+    return {
+        "items": [
             {
                 "organization_id": item.organization_id,
                 "organization_name": item.organization_name,
-                **{k: full[k] for k in ORG_FIELDS},
+                **render_fields(item.parts, ORG_BREAKDOWN),
             }
-        )
-    return {"items": out}
-
-
-ORG_FIELDS = (
-    "artifacts_received",
-    "artifacts_completed",
-    "artifacts_failed",
-    "overall_failure_rate",
-    "total_ai_cost_usd",
-    "avg_cost_per_artifact_usd",
-    "end_to_end_latency_ms",
-)
+            for item in items
+        ]
+    }

@@ -7,12 +7,24 @@ Request models are strict: no extra fields, and no coercion between JSON types (
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, create_model
 
 from voicemon.domain.events import MAX_DURATION_MS, MAX_ERROR_MESSAGE_CHARS, MAX_ID_CHARS
 from voicemon.domain.model import EventType, Stage, Status
+from voicemon.domain.snapshot_fields import (
+    FIELDS,
+    ORG_BREAKDOWN,
+    STAGE_BREAKDOWN,
+    Count,
+    Derived,
+    Entry,
+    Sketched,
+    StageGroup,
+)
+from voicemon.domain.snapshot_layout import GROUPS, REPLY_ENTRIES
 from voicemon.domain.text import check_text
 from voicemon.errors import ValidationError
 
@@ -203,60 +215,59 @@ class LatencyOut(BaseModel):
     p99: float | None
 
 
-class StageOut(BaseModel):
-    stage: Literal["transcription", "claims_extraction", "entity_resolution", "draft_generation"]
-    completed: int
-    failed: int
-    failure_rate: float
-    latency_ms: LatencyOut
+def _list_of(model: type[BaseModel]) -> Any:
+    # list[model] of a model made at run time, which a type checker cannot see.
+    return list.__class_getitem__(model)
 
 
-class SnapshotOut(BaseModel):
+def _group_model(group: StageGroup) -> type[BaseModel]:
+    key: Any = Literal.__getitem__(tuple(stage.value for stage in group.stages))
+    fields = {group.item_key: (key, ...), **_reply_fields(group.fields)}
+    return create_model(f"{group.item_key.capitalize()}Out", **fields)
+
+
+def _reply_fields(entries: Iterable[Entry]) -> dict[str, Any]:
+    """The reply fields of declared snapshot entries, in order, as ``create_model`` takes them."""
+    out: dict[str, Any] = {}
+    for entry in entries:
+        if entry.reply is None:
+            continue
+        if isinstance(entry, Count):
+            kind: Any = int
+        elif isinstance(entry, Sketched):
+            kind = LatencyOut
+        elif isinstance(entry, Derived):
+            kind = float | None if entry.nullable else float
+        else:
+            kind = _list_of(_GROUP_MODELS[entry.name])
+        out[entry.reply] = (kind, ...)
+    return out
+
+
+_GROUP_MODELS = {name: _group_model(group) for name, group in GROUPS.items()}
+
+
+class _SnapshotHead(BaseModel):
     period_type: Literal["hourly", "daily"]
     period_start: str
     period_end: str
     organization_id: str | None = Field(None, description="absent on platform-wide rows")
     computed_at: str
-    artifacts_received: int
-    artifacts_completed: int
-    artifacts_failed: int
-    overall_failure_rate: float
-    stages: list[StageOut]
-    end_to_end_latency_ms: LatencyOut
-    avg_transcript_confidence: float | None
-    avg_claim_confidence: float | None
-    auto_resolution_rate: float
-    disambiguation_rate: float
-    total_claims_extracted: int
-    total_entities_resolved: int
-    total_drafts_generated: int
-    total_ai_cost_usd: float
-    avg_cost_per_artifact_usd: float
 
 
-class SnapshotList(BaseModel):
-    items: list[SnapshotOut]
-
-
-class StagesOut(BaseModel):
-    stages: list[StageOut]
-    end_to_end_latency_ms: LatencyOut
-
-
-class OrgMetricsOut(BaseModel):
+class _OrgHead(BaseModel):
     organization_id: str
     organization_name: str
-    artifacts_received: int
-    artifacts_completed: int
-    artifacts_failed: int
-    overall_failure_rate: float
-    total_ai_cost_usd: float
-    avg_cost_per_artifact_usd: float
-    end_to_end_latency_ms: LatencyOut
 
 
-class OrgMetricsList(BaseModel):
-    items: list[OrgMetricsOut]
+# The snapshot replies carry the declared fields (voicemon.domain.snapshot_fields), in their order.
+SnapshotOut = create_model("SnapshotOut", __base__=_SnapshotHead, **_reply_fields(FIELDS))
+SnapshotList = create_model("SnapshotList", items=(_list_of(SnapshotOut), ...))
+StagesOut = create_model("StagesOut", **_reply_fields(REPLY_ENTRIES[n] for n in STAGE_BREAKDOWN))
+OrgMetricsOut = create_model(
+    "OrgMetricsOut", __base__=_OrgHead, **_reply_fields(REPLY_ENTRIES[n] for n in ORG_BREAKDOWN)
+)
+OrgMetricsList = create_model("OrgMetricsList", items=(_list_of(OrgMetricsOut), ...))
 
 
 class RunOut(BaseModel):

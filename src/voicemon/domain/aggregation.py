@@ -1,46 +1,47 @@
 """From the raw events of one hour to the snapshot parts of every scope (SPEC 6.1, 6.3), without I/O.
 
 The storage layer hands over three streams computed in SQL and by one pass over the rows: per
-(organization, event type) counts and sums, the stage-completion durations, and the end-to-end times of
-the artifacts completed in the hour. Every row counts for the platform scope and, when it has one, for
-its organization's scope.
+(organization, event type) counts and sums, the durations that are latency samples, and the end-to-end
+times of the artifacts completed in the hour. Which of them each part adds up is its declared source
+(:mod:`~voicemon.domain.snapshot_fields`). Every row counts for the platform scope and, when it has one,
+for its organization's scope.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from voicemon.domain.counters import PLATFORM_SCOPE
-from voicemon.domain.model import (
-    STAGE_COMPLETION_TYPES,
-    STAGE_FAILURE_TYPES,
-    STAGE_OF_TYPE,
-    EventType,
-)
+from voicemon.domain.model import EventType
 from voicemon.domain.snapshot import SnapshotParts
-
-E = EventType
+from voicemon.domain.snapshot_fields import Measure
+from voicemon.domain.snapshot_layout import COUNT_SLOTS, LATENCY_SLOTS
 
 
 @dataclass(frozen=True, slots=True)
 class TypeGroup:
-    """Counts and exact sums of the events of one type and organization in the period."""
+    """Counts and exact sums of the events of one type and organization in the period: every measure."""
 
     organization_id: str | None
     event_type: EventType
-    events: int
-    cost_nusd: int
-    confidence_sum_ppb: int
-    confidence_count: int
-    claims: int
-    entities: int
-    drafts: int
-    # Durations (µs) of the group's events that are latency samples (stage completions).
+    totals: Mapping[Measure, int]
+    # Durations (µs) of the group's events that are latency samples (SAMPLED_TYPES).
     durations_us: NDArray[np.int64]
+
+
+# What a group of each type adds to: (count slot, measure) pairs, and the latency slots its durations
+# feed; the latency slots fed by end-to-end times. Read from the declared sources, once.
+_ADDS: dict[EventType, tuple[tuple[int, Measure], ...]] = {
+    t: tuple((s.index, s.measure) for s in COUNT_SLOTS if s.types is None or t in s.types) for t in EventType
+}
+_SAMPLES: dict[EventType, tuple[int, ...]] = {
+    t: tuple(s.index for s in LATENCY_SLOTS if s.types is not None and t in s.types) for t in EventType
+}
+_END_TO_END: tuple[int, ...] = tuple(s.index for s in LATENCY_SLOTS if s.types is None)
 
 
 def _scopes(organization_id: str | None) -> tuple[str, ...]:
@@ -63,44 +64,16 @@ def build_parts(
         return out
 
     for g in groups:
-        stage = STAGE_OF_TYPE[g.event_type]
+        adds = [(i, g.totals[m]) for i, m in _ADDS[g.event_type]]
+        samples = _SAMPLES[g.event_type] if len(g.durations_us) else ()
         for p in scope_parts(g.organization_id):
-            _add_group(p, g)
-            if len(g.durations_us) and stage is not None and g.event_type in STAGE_COMPLETION_TYPES:
-                p.stages[stage].latency.add_many_us(g.durations_us)
+            for i, value in adds:
+                p.counts[i] += value
+            for i in samples:
+                p.latencies[i].add_many_us(g.durations_us)
     for organization_id, values in end_to_end_us:
         if len(values):
             for p in scope_parts(organization_id):
-                p.end_to_end.add_many_us(values)
+                for i in _END_TO_END:
+                    p.latencies[i].add_many_us(values)
     return parts
-
-
-def _add_group(p: SnapshotParts, g: TypeGroup) -> None:
-    t = g.event_type
-    p.cost_nusd += g.cost_nusd
-    if t is E.ARTIFACT_RECEIVED:
-        p.received += g.events
-    elif t is E.ARTIFACT_COMPLETED:
-        p.completed += g.events
-    elif t is E.ARTIFACT_FAILED:
-        p.failed += g.events
-    stage = STAGE_OF_TYPE[t]
-    if t in STAGE_COMPLETION_TYPES and stage is not None:
-        p.stages[stage].completed += g.events
-    elif t in STAGE_FAILURE_TYPES and stage is not None:
-        p.stages[stage].failed += g.events
-    if t is E.TRANSCRIPTION_COMPLETED:
-        p.transcript_confidence_sum_ppb += g.confidence_sum_ppb
-        p.transcript_confidence_count += g.confidence_count
-    elif t is E.CLAIMS_EXTRACTED:
-        p.claim_confidence_sum_ppb += g.confidence_sum_ppb
-        p.claim_confidence_count += g.confidence_count
-        p.claims += g.claims
-    elif t is E.ENTITY_RESOLUTION_COMPLETED:
-        p.auto_resolved += g.events
-        p.entities += g.entities
-    elif t is E.ENTITY_NEEDS_DISAMBIGUATION:
-        p.needs_disambiguation += g.events
-        p.entities += g.entities
-    elif t is E.DRAFTS_GENERATED:
-        p.drafts += g.drafts

@@ -18,6 +18,8 @@ from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.periods import Cover, Period, period_start, plan_cover, units_above
 from voicemon.domain.records import SnapshotRow
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
+from voicemon.domain.snapshot_fields import ORG_BREAKDOWN
+from voicemon.domain.snapshot_layout import reads
 from voicemon.domain.timeutil import DAY_MS
 from voicemon.errors import ValidationError
 from voicemon.service.aggregate import parts_from_events
@@ -26,6 +28,8 @@ from voicemon.storage import Database
 from voicemon.storage import snapshots as snapshot_store
 
 DEFAULT_RANGE_MS = {Period.HOURLY: DAY_MS, Period.DAILY: 30 * DAY_MS}
+
+_ORG_READS = reads(ORG_BREAKDOWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class Merged:
 
 @dataclass(frozen=True, slots=True)
 class OrgItem:
+    """An organization's rows merged; ``parts`` holds what the breakdown shows, the rest is empty."""
+
     organization_id: str
     organization_name: str
     parts: SnapshotParts
@@ -105,11 +111,12 @@ class MetricsQueries:
         return Merged(Range(Period.HOURLY, start, now_ms), organization_id, parts, now_ms)
 
     def by_organization(self, principal: Principal, r: Range) -> list[OrgItem]:
-        """One merged item per organization with rows in the range: received desc, then id. Counts are
-        summed in SQL; only the end-to-end sketches are merged here (the breakdown shows no stages)."""
+        """One merged item per organization with rows in the range: received desc, then id. Only the
+        parts the breakdown's fields read (:data:`ORG_BREAKDOWN`) are read and merged; the rest stay
+        empty."""
         require_role(principal, *STAFF_ONLY)
         with self._db.read() as conn:
-            totals = snapshot_store.org_totals(conn, r.period.value, self._cover(conn, r))
+            totals = snapshot_store.org_totals(conn, r.period.value, self._cover(conn, r), _ORG_READS)
             names = display_names(conn, (t.scope for t in totals))
         items = [OrgItem(t.scope, names[t.scope], t.parts) for t in totals]
         items.sort(key=lambda i: (-i.parts.received, i.organization_id))

@@ -11,56 +11,47 @@ from numpy.typing import NDArray
 from sqlalchemy import Connection, and_, case, delete, false, func, or_, select
 
 from voicemon.domain.aggregation import TypeGroup
-from voicemon.domain.model import STAGE_COMPLETION_TYPES, EventType, Stage
+from voicemon.domain.model import EventType
 from voicemon.domain.periods import Cover
 from voicemon.domain.records import SnapshotRow
 from voicemon.domain.sketch import merge_encoded_groups
-from voicemon.domain.snapshot import Latency, SnapshotParts
+from voicemon.domain.snapshot import Latency, SnapshotParts, from_columns, to_columns, unpack_sketches
+from voicemon.domain.snapshot_fields import Measure
+from voicemon.domain.snapshot_layout import SAMPLED_TYPES, Reads
 from voicemon.storage.dialect import concat_integers, integers_of, send_many, upsert_add_sql, upsert_replace
-from voicemon.storage.tables import STAGE_KEYS, artifacts, events, period_versions, snapshots
+from voicemon.storage.tables import artifacts, events, period_versions, snapshots
 
 # --- raw events of one period ---------------------------------------------------------------------------
 
 
 def type_groups(conn: Connection, start_ms: int, end_ms: int) -> list[TypeGroup]:
-    """One pass in SQL over ``[start_ms, end_ms)``: per (organization, event type) counts, exact sums,
-    and the list of durations of stage completions (the latency samples), as one string per group."""
+    """One pass in SQL over ``[start_ms, end_ms)``: per (organization, event type) every measure, and the
+    list of durations of the latency samples, as one string per group."""
     e = events.c
-    samples = case((e.event_type.in_(COMPLETION_TYPES), e.duration_us), else_=None)
+    samples = case((e.event_type.in_(SAMPLED_TYPE_NAMES), e.duration_us), else_=None)
     query = (
-        select(
-            e.organization_id,
-            e.event_type,
-            func.count(),
-            func.coalesce(func.sum(e.cost_nusd), 0),
-            func.coalesce(func.sum(e.confidence_ppb), 0),
-            func.count(e.confidence_ppb),
-            func.coalesce(func.sum(e.claim_count), 0),
-            func.coalesce(func.sum(e.entity_count), 0),
-            func.coalesce(func.sum(e.draft_count), 0),
-            concat_integers(conn, samples),
-        )
+        select(e.organization_id, e.event_type, *_MEASURES.values(), concat_integers(conn, samples))
         .where(e.ts_ms >= start_ms, e.ts_ms < end_ms)
         .group_by(e.organization_id, e.event_type)
     )
-    return [
-        TypeGroup(
-            org,
-            EventType(t),
-            int(n),
-            int(cost),
-            int(conf),
-            int(nconf),
-            int(cl),
-            int(en),
-            int(dr),
-            integers_of(durations),
-        )
-        for org, t, n, cost, conf, nconf, cl, en, dr, durations in conn.execute(query)
-    ]
+    out = []
+    for org, event_type, *totals, durations in conn.execute(query):
+        values = dict(zip(_MEASURES, map(int, totals), strict=True))
+        out.append(TypeGroup(org, EventType(event_type), values, integers_of(durations)))
+    return out
 
 
-COMPLETION_TYPES = sorted(t.value for t in STAGE_COMPLETION_TYPES)
+# How each measure of a type group is computed from the events' columns.
+_MEASURES: dict[Measure, Any] = {
+    Measure.EVENTS: func.count(),
+    Measure.COST_NUSD: func.coalesce(func.sum(events.c.cost_nusd), 0),
+    Measure.CONFIDENCE_SUM_PPB: func.coalesce(func.sum(events.c.confidence_ppb), 0),
+    Measure.CONFIDENCE_COUNT: func.count(events.c.confidence_ppb),
+    Measure.CLAIMS: func.coalesce(func.sum(events.c.claim_count), 0),
+    Measure.ENTITIES: func.coalesce(func.sum(events.c.entity_count), 0),
+    Measure.DRAFTS: func.coalesce(func.sum(events.c.draft_count), 0),
+}
+SAMPLED_TYPE_NAMES = sorted(t.value for t in SAMPLED_TYPES)
 
 
 def end_to_end_samples(
@@ -218,49 +209,59 @@ def load_cover(conn: Connection, base_type: str, cover: Cover, scope: str | None
     if scope is not ALL_SCOPES:
         where = and_(where, s.scope == scope)
     query = select(snapshots).where(where).order_by(s.period_start_ms, s.scope)
-    return [_from_row(dict(r._mapping)) for r in conn.execute(query)]
+    return [_from_row(r._mapping) for r in conn.execute(query)]
 
 
 @dataclass(frozen=True, slots=True)
 class ScopeTotals:
-    """What the organization breakdown needs of one scope over a range: summed in SQL, plus the
-    end-to-end sketches of its rows (merged by the caller)."""
+    """One scope's rows over a range, merged: only the parts that were asked for are filled in."""
 
     scope: str
     parts: SnapshotParts
 
 
-def org_totals(conn: Connection, base_type: str, cover: Cover) -> list[ScopeTotals]:
-    """Per organization over a cover, in one read of the rows: counts and sums added as exact int64
-    arrays, end-to-end sketches merged in one pass. (A GROUP BY for the sums would read every row a
-    second time.)"""
+def org_totals(conn: Connection, base_type: str, cover: Cover, wanted: Reads) -> list[ScopeTotals]:
+    """Per organization over a cover, the ``wanted`` parts of its rows merged (the others stay empty), in
+    one read of only their columns: integers added as exact int64 arrays, each latency's sketches merged
+    in one pass. (A GROUP BY for the sums would read every row a second time.)"""
     s = snapshots.c
+    integers, sketches = wanted.integer_columns, wanted.sketch_columns
     rows = conn.execute(
-        select(
-            s.scope,
-            s.artifacts_received,
-            s.artifacts_completed,
-            s.artifacts_failed,
-            s.cost_nusd,
-            s.e2e_count,
-            s.e2e_sum_us,
-            s.e2e_sketch,
-        ).where(_covered(base_type, cover), s.scope != "")
+        select(s.scope, *(s[c] for c in integers), *(s[c] for c in sketches)).where(
+            _covered(base_type, cover), s.scope != ""
+        )
     ).all()
     position: dict[str, int] = {}
     group = np.fromiter((position.setdefault(r[0], len(position)) for r in rows), np.int64, len(rows))
-    values = np.array([r[1:7] for r in rows], dtype=np.int64).reshape(len(rows), 6)
-    sums = np.zeros((len(position), 6), dtype=np.int64)
+    width = len(integers)
+    values = np.array([r[1 : 1 + width] for r in rows], dtype=np.int64).reshape(len(rows), width)
+    sums = np.zeros((len(position), width), dtype=np.int64)
     np.add.at(sums, group, values)
-    sketches = merge_encoded_groups([r[7] for r in rows], group, len(position))
+    merged = []
+    for slot in wanted.latencies:
+        at = 1 + width + sketches.index(slot.sketch_column)
+        blobs = [_sketch_of(r[at], slot.packed_at) for r in rows]
+        merged.append(merge_encoded_groups(blobs, group, len(position)))
+    n_counts = len(wanted.counts)
     out = []
-    for (scope, at), sketch in zip(position.items(), sketches, strict=True):
-        received, completed, failed, cost, e2e_count, e2e_sum = (int(v) for v in sums[at])
-        p = SnapshotParts(received=received, completed=completed, failed=failed, cost_nusd=cost)
-        p.end_to_end = Latency(e2e_count, e2e_sum)
-        p.end_to_end.sketch = sketch
+    for scope, at in position.items():
+        totals = [int(v) for v in sums[at]]
+        p = SnapshotParts()
+        for count_slot, value in zip(wanted.counts, totals[:n_counts], strict=True):
+            p.counts[count_slot.index] = value
+        for k, slot in enumerate(wanted.latencies):
+            count, sum_us = totals[n_counts + 2 * k : n_counts + 2 * k + 2]
+            p.latencies[slot.index] = latency = Latency(count, sum_us)
+            latency.sketch = merged[k][at]
         out.append(ScopeTotals(scope, p))
     return out
+
+
+def _sketch_of(value: bytes | None, packed_at: int | None) -> bytes | None:
+    if packed_at is None or not value:
+        return value
+    blobs = unpack_sketches(bytes(value))
+    return blobs[packed_at] if packed_at < len(blobs) else None
 
 
 def aggregated_starts(conn: Connection, period_type: str, start_ms: int, end_ms: int) -> set[int]:
@@ -280,75 +281,10 @@ def _to_row(
         "period_start_ms": start_ms,
         "scope": scope,
         "computed_ms": computed_ms,
-        "artifacts_received": p.received,
-        "artifacts_completed": p.completed,
-        "artifacts_failed": p.failed,
-        "e2e_count": p.end_to_end.count,
-        "e2e_sum_us": p.end_to_end.sum_us,
-        "transcript_confidence_sum_ppb": p.transcript_confidence_sum_ppb,
-        "transcript_confidence_count": p.transcript_confidence_count,
-        "claim_confidence_sum_ppb": p.claim_confidence_sum_ppb,
-        "claim_confidence_count": p.claim_confidence_count,
-        "auto_resolved": p.auto_resolved,
-        "needs_disambiguation": p.needs_disambiguation,
-        "total_claims": p.claims,
-        "total_entities": p.entities,
-        "total_drafts": p.drafts,
-        "cost_nusd": p.cost_nusd,
     }
-    blobs: list[bytes] = []
-    for key in STAGE_KEYS:
-        stage = p.stages[Stage(key)]
-        row[f"{key}_completed"] = stage.completed
-        row[f"{key}_failed"] = stage.failed
-        row[f"{key}_latency_count"] = stage.latency.count
-        row[f"{key}_latency_sum_us"] = stage.latency.sum_us
-        blobs.append(stage.latency.encoded())
-    row["stage_sketches"] = _pack(blobs)
-    row["e2e_sketch"] = p.end_to_end.encoded()
+    row.update(to_columns(p))
     return row
 
 
-def _pack(blobs: Sequence[bytes]) -> bytes:
-    out = bytearray()
-    for blob in blobs:
-        out += len(blob).to_bytes(4, "little") + blob
-    return bytes(out)
-
-
-def _unpack(data: bytes) -> list[bytes]:
-    blobs: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        size = int.from_bytes(data[pos : pos + 4], "little")
-        blobs.append(data[pos + 4 : pos + 4 + size])
-        pos += 4 + size
-    return blobs
-
-
-def _from_row(m: Mapping[str, Any]) -> SnapshotRow:
-    blobs = _unpack(bytes(m["stage_sketches"]))
-    p = SnapshotParts(
-        received=m["artifacts_received"],
-        completed=m["artifacts_completed"],
-        failed=m["artifacts_failed"],
-        transcript_confidence_sum_ppb=m["transcript_confidence_sum_ppb"],
-        transcript_confidence_count=m["transcript_confidence_count"],
-        claim_confidence_sum_ppb=m["claim_confidence_sum_ppb"],
-        claim_confidence_count=m["claim_confidence_count"],
-        auto_resolved=m["auto_resolved"],
-        needs_disambiguation=m["needs_disambiguation"],
-        claims=m["total_claims"],
-        entities=m["total_entities"],
-        drafts=m["total_drafts"],
-        cost_nusd=m["cost_nusd"],
-    )
-    for i, key in enumerate(STAGE_KEYS):
-        stage = p.stages[Stage(key)]
-        stage.completed = m[f"{key}_completed"]
-        stage.failed = m[f"{key}_failed"]
-        stage.latency = Latency(
-            m[f"{key}_latency_count"], m[f"{key}_latency_sum_us"], blobs[i] if i < len(blobs) else None
-        )
-    p.end_to_end = Latency(m["e2e_count"], m["e2e_sum_us"], bytes(m["e2e_sketch"]) or None)
-    return SnapshotRow(m["period_type"], m["period_start_ms"], m["scope"], m["computed_ms"], p)
+def _from_row(m: Mapping[Any, Any]) -> SnapshotRow:
+    return SnapshotRow(m["period_type"], m["period_start_ms"], m["scope"], m["computed_ms"], from_columns(m))

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 
 from voicemon.domain.counters import COUNTER_NAMES
+from voicemon.domain.snapshot_layout import SNAPSHOT_COLUMNS
 
 metadata = MetaData(
     naming_convention={
@@ -138,11 +139,10 @@ orgs = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 
-STAGE_KEYS = ("transcription", "claims_extraction", "entity_resolution", "draft_generation")
-
-# One row per (period type, period start, scope), scope "" = platform-wide. Additive parts only: counts,
-# exact integer sums, and the latency sketches: the 4 stages' in one binary column, the end-to-end one in
-# its own (the organization breakdown reads only that one).
+# One row per (period type, period start, scope), scope "" = platform-wide. Additive parts only, the
+# columns of the declared snapshot fields (voicemon.domain.snapshot_fields): counts and exact integer sums
+# in BIGINT, and the latency sketches: the stages' packed in one binary column, the end-to-end one in its
+# own (the organization breakdown reads only that one).
 snapshots = Table(
     "snapshots",
     metadata,
@@ -150,28 +150,7 @@ snapshots = Table(
     Column("period_start_ms", BigInteger, primary_key=True),
     Column("scope", String(ID), primary_key=True),
     Column("computed_ms", BigInteger, nullable=False),
-    Column("artifacts_received", BigInteger, nullable=False),
-    Column("artifacts_completed", BigInteger, nullable=False),
-    Column("artifacts_failed", BigInteger, nullable=False),
-    *(
-        Column(f"{stage}_{part}", BigInteger, nullable=False)
-        for stage in STAGE_KEYS
-        for part in ("completed", "failed", "latency_count", "latency_sum_us")
-    ),
-    Column("e2e_count", BigInteger, nullable=False),
-    Column("e2e_sum_us", BigInteger, nullable=False),
-    Column("transcript_confidence_sum_ppb", BigInteger, nullable=False),
-    Column("transcript_confidence_count", BigInteger, nullable=False),
-    Column("claim_confidence_sum_ppb", BigInteger, nullable=False),
-    Column("claim_confidence_count", BigInteger, nullable=False),
-    Column("auto_resolved", BigInteger, nullable=False),
-    Column("needs_disambiguation", BigInteger, nullable=False),
-    Column("total_claims", BigInteger, nullable=False),
-    Column("total_entities", BigInteger, nullable=False),
-    Column("total_drafts", BigInteger, nullable=False),
-    Column("cost_nusd", BigInteger, nullable=False),
-    Column("stage_sketches", LargeBinary, nullable=False),
-    Column("e2e_sketch", LargeBinary, nullable=False),
+    *(Column(c.name, LargeBinary if c.binary else BigInteger, nullable=False) for c in SNAPSHOT_COLUMNS),
     Index(None, "period_type", "scope", "period_start_ms"),
 )
 
