@@ -10,7 +10,9 @@
     ├── ConflictError          the state does not allow it (HTTP 409)
     │   └── IntegrityConflict  a unique rule of the database refused a write
     ├── RateLimitError         too many of something in a window (HTTP 429)
-    └── StorageError           the database failed; wraps the driver error (HTTP 503)
+    ├── StorageError           the database failed; wraps the driver error (HTTP 503)
+    └── DeliveryError          an outbox transport could not deliver; the dispatcher tries again
+                               later, and no API caller ever sees it
 
 The API maps these to HTTP in one handler; every other layer raises them and never returns error codes.
 """
@@ -69,3 +71,9 @@ class RateLimitError(VoicemonError):
 
 class StorageError(VoicemonError):
     code = "storage_unavailable"
+
+
+class DeliveryError(VoicemonError):
+    """A transport could not deliver (the message says why); the dispatcher tries again later."""
+
+    code = "delivery_failed"

@@ -28,10 +28,11 @@ from tests.conftest import BACKEND, STAFF, Api, postgres_database
 from tests.helpers import VOICEMON, ServerProcess, ev, free_port, wait_for
 from voicemon.clock import FakeClock, SystemClock
 from voicemon.domain.timeutil import MINUTE_MS, SECOND_MS, format_time
+from voicemon.errors import DeliveryError
 from voicemon.service import Services
 from voicemon.service.retries import RetryCommand
 from voicemon.service.retry_delivery import WebhookHandler
-from voicemon.service.transports import SIGNATURE_HEADER, DeliveryError, sign
+from voicemon.service.transports import SIGNATURE_HEADER, sign
 from voicemon.settings import Settings
 from voicemon.storage.tables import outbox, retries
 

@@ -14,7 +14,7 @@ from voicemon.domain.access import Principal
 from voicemon.domain.periods import Period
 from voicemon.domain.records import SnapshotRow
 from voicemon.domain.snapshot import render_fields
-from voicemon.domain.snapshot_fields import ORG_BREAKDOWN
+from voicemon.domain.snapshot_fields import ORG_BREAKDOWN, STAGE_BREAKDOWN
 from voicemon.domain.timeutil import parse_time_text
 from voicemon.service import Services
 from voicemon.service.metrics import Range
@@ -115,7 +115,7 @@ def stages(
     organization_id: OrgQuery = None,
 ) -> dict[str, Any]:
     body = _merged(services, principal, r, organization_id)
-    return {"stages": body["stages"], "end_to_end_latency_ms": body["end_to_end_latency_ms"]}
+    return {name: body[name] for name in STAGE_BREAKDOWN}
 
 
 @router.get(

@@ -18,13 +18,13 @@ from sqlalchemy import Connection
 from voicemon.clock import Clock
 from voicemon.domain.model import EventType, artifact_key
 from voicemon.domain.retries import EventMaker
+from voicemon.errors import DeliveryError
 from voicemon.service.dispatch import DeliveryPolicy, Outcome, delivered, skipped
 from voicemon.service.ingest import store_events
 from voicemon.service.retries import OUTBOX_KIND, RetryCommand
 from voicemon.service.transports import (
     CallableTransport,
     Delivery,
-    DeliveryError,
     Transport,
     WebhookTransport,
 )

@@ -21,12 +21,10 @@ from typing import Protocol
 
 import httpx
 
+from voicemon.errors import DeliveryError
+
 SIGNATURE_HEADER = "X-Voicemon-Signature"
 DELIVERY_HEADER = "X-Voicemon-Delivery"
-
-
-class DeliveryError(Exception):
-    """A transport could not deliver (the message says why); the dispatcher tries again later."""
 
 
 @dataclass(frozen=True, slots=True)
