@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from voicemon.clock import Clock
-from voicemon.domain.access import Principal, Role, require_role
+from voicemon.domain.access import STAFF_ONLY, Principal, require_role
 from voicemon.domain.records import RunRecord
 from voicemon.errors import NotFoundError, ValidationError
 from voicemon.jobs.lease import Heartbeat
@@ -87,7 +87,7 @@ class JobRunner:
         returned record says how it went. Raises ForbiddenError unless ``principal`` is staff,
         NotFoundError for an unknown job, and the job's own refusal of ``target_ms`` before anything is
         recorded."""
-        require_role(principal, Role.STAFF)
+        require_role(principal, *STAFF_ONLY)
         job = self.job(name)
         if target_ms is not None:
             if job.check is None:
@@ -198,7 +198,7 @@ class JobRunner:
 
     def overview(self, principal: Principal) -> list[JobOverview]:
         """Each job with its next fire time and its last run. Raises ForbiddenError unless staff."""
-        require_role(principal, Role.STAFF)
+        require_role(principal, *STAFF_ONLY)
         now_ms = self._clock.now_ms()
         with self._db.read() as conn:
             last = job_store.last_runs(conn, list(self.jobs))
@@ -206,7 +206,7 @@ class JobRunner:
 
     def runs(self, principal: Principal, name: str | None, limit: int) -> list[RunRecord]:
         """Recent runs, newest first, of one job or all. Raises ForbiddenError unless staff."""
-        require_role(principal, Role.STAFF)
+        require_role(principal, *STAFF_ONLY)
         if name is not None:
             self.job(name)
         with self._db.read() as conn:

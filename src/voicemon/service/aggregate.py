@@ -93,6 +93,11 @@ class Aggregator:
         s = self._settings
         return s.event_retention_ms if period is Period.HOURLY else s.hourly_retention_ms
 
+    def oldest_start_ms(self, period: Period, now_ms: int) -> int:
+        """The start of the oldest period that can be built now: the first whole period whose source
+        rows are all still kept. Hand runs, catch-up and a day's redo of its hours share this bound."""
+        return ceil_to(now_ms - self.source_retention_ms(period), period.length_ms)
+
     def ensure_target(self, period: Period, start_ms: int, now_ms: int) -> None:
         """Refuse a period that cannot be built correctly now: ``period_incomplete`` (409) while its end
         has not passed, ``too_old`` (422, field ``target``) once what it is built from is no longer all
@@ -102,7 +107,7 @@ class Aggregator:
                 f"the {period.value} period starting {format_time(start_ms)} is not complete yet",
                 code="period_incomplete",
             )
-        oldest_ms = ceil_to(now_ms - self.source_retention_ms(period), period.length_ms)
+        oldest_ms = self.oldest_start_ms(period, now_ms)
         if start_ms < oldest_ms:
             source = "raw events" if period is Period.HOURLY else "hourly snapshots"
             raise ValidationError(
@@ -137,7 +142,7 @@ class Aggregator:
         now_ms = self._clock.now_ms()
         self.ensure_target(Period.DAILY, start_ms, now_ms)
         end_ms = start_ms + Period.DAILY.length_ms
-        raw_from = max(start_ms, now_ms - self._settings.event_retention_ms)
+        raw_from = self.oldest_start_ms(Period.HOURLY, now_ms)
         hours = [h for h in self._hours_needing_work(start_ms, end_ms, now_ms) if h >= raw_from]
         for hour in hours:
             self.aggregate_hour(hour)
@@ -206,7 +211,7 @@ class Aggregator:
     def hourly_catch_up(self) -> dict[str, Any]:
         """Aggregate every complete hour inside raw retention never aggregated or marked since."""
         now_ms = self._clock.now_ms()
-        starts = complete_periods(Period.HOURLY, now_ms - self._settings.event_retention_ms, now_ms)
+        starts = complete_periods(Period.HOURLY, self.oldest_start_ms(Period.HOURLY, now_ms), now_ms)
         todo = self._todo(Period.HOURLY, starts)
         for hour in todo:
             self.aggregate_hour(hour)
@@ -219,7 +224,7 @@ class Aggregator:
     def daily_catch_up(self) -> dict[str, Any]:
         """Roll up every complete day inside hourly retention never rolled up or marked since."""
         now_ms = self._clock.now_ms()
-        starts = complete_periods(Period.DAILY, now_ms - self._settings.hourly_retention_ms, now_ms)
+        starts = complete_periods(Period.DAILY, self.oldest_start_ms(Period.DAILY, now_ms), now_ms)
         todo = self._todo(Period.DAILY, starts)
         hours_redone = 0
         for day in todo:

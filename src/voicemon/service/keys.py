@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from voicemon.clock import Clock
 from voicemon.domain.access import STAFF_ONLY, Principal, Role, require_role
 from voicemon.domain.events import MAX_ID_CHARS
-from voicemon.domain.text import NAME, TEXT, check_text
+from voicemon.domain.text import NAME, check_text, require_text
 from voicemon.errors import AuthError, NotFoundError, ValidationError
 from voicemon.storage import Database
 from voicemon.storage import keys as key_store
@@ -62,16 +62,11 @@ class KeyService:
             raise ValidationError("staff keys are platform-wide", code="staff_scoped", field="org")
         if organization_id is not None and not 0 < len(organization_id) <= MAX_ID_CHARS:
             raise ValidationError(f"must be 1 to {MAX_ID_CHARS} characters", code="too_long", field="org")
-        if name is not None and (not name.strip() or len(name) > MAX_KEY_NAME_CHARS):
-            raise ValidationError(
-                f"must be 1 to {MAX_KEY_NAME_CHARS} characters and not blank",
-                code="invalid_length",
-                field="name",
-            )
-        for field, value, kind in (("org", organization_id, TEXT), ("name", name, NAME)):
-            problem = check_text(value, kind=kind) if value is not None else None
-            if problem is not None:
-                raise ValidationError(problem.message, code=problem.code, field=field)
+        if name is not None:
+            require_text("name", name, max_chars=MAX_KEY_NAME_CHARS, kind=NAME)
+        problem = check_text(organization_id) if organization_id is not None else None
+        if problem is not None:
+            raise ValidationError(problem.message, code=problem.code, field="org")
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(20)
         record = KeyRecord(
