@@ -152,7 +152,7 @@ def test_webhook_delivery_backs_off_and_ends_dispatched(
     api: Api, clock: FakeClock, receiver: Receiver
 ) -> None:
     services = api.services
-    assert isinstance(services.dispatcher.handler, WebhookHandler)
+    assert isinstance(services.retry_transport, WebhookHandler)
     now = clock.now_ms()
     events = [
         ev("artifact_received", "a1", now - 5 * MINUTE_MS, organization_id="org-w", voice_note_id="vn-9"),

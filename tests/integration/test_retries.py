@@ -429,7 +429,7 @@ def test_undeliverable_command_fails_the_retry(api: Api, clock: FakeClock, with_
     if with_handler:
         api.services.set_retry_handler(_always_fails(calls))
     else:
-        assert api.services.dispatcher.handler is None
+        assert api.services.retry_transport is None
     record = accepted_retry(api)
     dispatcher = api.services.dispatcher
     for attempt in range(1, MAX_ATTEMPTS + 1):

@@ -85,6 +85,11 @@ class Services:
         if run_dispatcher:
             self.dispatcher.start()
 
+    @property
+    def retry_transport(self) -> Transport | None:
+        """Where retry commands go: the webhook, a registered in-process handler, or None (nowhere)."""
+        return self._retry_delivery.transport
+
     def set_retry_handler(self, handler: RetryHandler) -> None:
         """Register the in-process callable that tells an embedding pipeline to retry (library API)."""
         self._retry_delivery.transport = handler_transport(handler)

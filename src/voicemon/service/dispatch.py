@@ -27,8 +27,6 @@ from sqlalchemy import Connection
 
 from voicemon.clock import Clock
 from voicemon.domain.retries import backoff_ms
-from voicemon.service.retries import OUTBOX_KIND as RETRY_KIND
-from voicemon.service.transports import Transport
 from voicemon.storage import Database
 from voicemon.storage import outbox as outbox_store
 from voicemon.storage.outbox import OutboxEntry, OutboxStatus
@@ -78,14 +76,9 @@ class DeliveryKind(Protocol):
     @property
     def policy(self) -> DeliveryPolicy: ...
 
-    @property
-    def transport(self) -> Transport | None:
-        """Where this kind's deliveries go (None: nowhere is configured, so every attempt fails)."""
-        ...
-
     def deliver(self, entry: OutboxEntry) -> Outcome:
         """Send the entry through the transport, or decide there is nothing to send. Raising (usually
-        :class:`~voicemon.service.transports.DeliveryError`) fails this attempt."""
+        :class:`~voicemon.errors.DeliveryError`) fails this attempt."""
         ...
 
     def give_up(self, conn: Connection, entry: OutboxEntry, error: str, now_ms: int) -> None:
@@ -243,17 +236,6 @@ class Dispatcher:
             self._lanes[kind] = lane
             if self._running:
                 self._start_lane(lane)
-
-    def transport_of(self, kind: str) -> Transport | None:
-        """Where entries of ``kind`` go; None when the kind has no transport or is not registered."""
-        with self._lock:
-            lane = self._lanes.get(kind)
-        return lane.handler.transport if lane is not None else None
-
-    @property
-    def handler(self) -> Transport | None:
-        """What retry commands go through: the ``retry`` kind's transport, or None when none is set."""
-        return self.transport_of(RETRY_KIND)
 
     def wake(self) -> None:
         """Look for due entries now rather than at the next poll (call after committing an entry)."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy import Connection
 
 from voicemon.clock import Clock
 from voicemon.domain.periods import Period, blocks_of
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS
 from voicemon.settings import Settings
 from voicemon.storage import Database
-from voicemon.storage.retention import delete_expired, delete_orphan_retries, delete_settled_outbox
+from voicemon.storage.retention import delete_expired, delete_orphan_retries
 
 logger = logging.getLogger(__name__)
 
@@ -22,32 +25,19 @@ class Retention:
         self._settings = settings
 
     def _drain(self, kind: str, cutoff_ms: int, where: dict[str, Any] | None = None) -> int:
-        """Delete batch after batch, each in its own short transaction, until none is left."""
-        batch = self._settings.cleanup_batch_rows
-        total = 0
-        while True:
-            with self._db.write() as conn:
-                deleted = delete_expired(conn, kind, cutoff_ms, batch, where=where)
-            total += deleted
-            if deleted < batch:
-                return total
+        """Delete the rows of ``kind`` aged before ``cutoff_ms``, batch after batch, until none is left."""
+        return self._drain_batches(
+            lambda conn, batch: delete_expired(conn, kind, cutoff_ms, batch, where=where)
+        )
 
-    def _drain_orphan_retries(self) -> int:
+    def _drain_batches(self, delete_batch: Callable[[Connection, int], int]) -> int:
+        """Call ``delete_batch`` (which deletes at most the batch size it is given, and says how many),
+        each time in its own short transaction, until a batch comes back short."""
         batch = self._settings.cleanup_batch_rows
         total = 0
         while True:
             with self._db.write() as conn:
-                deleted = delete_orphan_retries(conn, batch)
-            total += deleted
-            if deleted < batch:
-                return total
-
-    def _drain_settled_outbox(self, cutoff_ms: int) -> int:
-        batch = self._settings.cleanup_batch_rows
-        total = 0
-        while True:
-            with self._db.write() as conn:
-                deleted = delete_settled_outbox(conn, cutoff_ms, batch)
+                deleted = delete_batch(conn, batch)
             total += deleted
             if deleted < batch:
                 return total
@@ -86,9 +76,9 @@ class Retention:
             "artifacts_deleted": self._drain("artifacts", now_ms - s.artifact_retention_d * DAY_MS),
             "job_runs_deleted": self._drain("job_runs", now_ms - s.job_run_retention_d * DAY_MS),
             # Retry history outlives raw events: it goes with its artifact's summary.
-            "retries_deleted": self._drain_orphan_retries(),
+            "retries_deleted": self._drain_batches(delete_orphan_retries),
             # Settled deliveries only, by when they settled: an entry still owed is kept.
-            "outbox_deleted": self._drain_settled_outbox(now_ms - s.outbox_retention_d * DAY_MS),
+            "outbox_deleted": self._drain("outbox", now_ms - s.outbox_retention_d * DAY_MS),
         }
         logger.info("events cleaned up", extra={"action": "events_cleaned", **summary})
         return summary

@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Table, delete, exists, select, tuple_
 
-from voicemon.storage.outbox import SETTLED
 from voicemon.storage.tables import (
     artifacts,
     events,
@@ -26,6 +25,9 @@ EXPIRING: dict[str, tuple[Table, str]] = {
     "job_runs": (job_runs, "scheduled_for_ms"),
     "period_versions": (period_versions, "period_start_ms"),
     "snapshots": (snapshots, "period_start_ms"),
+    # Set only when an entry is settled (delivered, skipped or dead): a pending entry, still owed, has
+    # none and is never deleted, however old.
+    "outbox": (outbox, "finished_ms"),
 }
 
 
@@ -52,16 +54,4 @@ def delete_orphan_retries(conn: Connection, batch: int) -> int:
     orphan = ~exists().where(artifacts.c.owner == r.owner, artifacts.c.artifact_id == r.artifact_id)
     chosen = select(r.retry_id).where(orphan).limit(batch)
     result = conn.execute(delete(retries).where(r.retry_id.in_(chosen)))
-    return int(result.rowcount or 0)
-
-
-def delete_settled_outbox(conn: Connection, cutoff_ms: int, batch: int) -> int:
-    """Delete up to ``batch`` outbox entries settled (delivered, skipped or dead) strictly before
-    ``cutoff_ms``, oldest first. A pending entry is never deleted, however old: it is still owed."""
-    o = outbox.c
-    settled = o.status.in_(sorted(s.value for s in SETTLED))
-    chosen = (
-        select(o.outbox_id).where(settled, o.finished_ms < cutoff_ms).order_by(o.finished_ms).limit(batch)
-    )
-    result = conn.execute(delete(outbox).where(o.outbox_id.in_(chosen)))
     return int(result.rowcount or 0)
