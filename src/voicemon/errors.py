@@ -11,6 +11,7 @@
     │   └── IntegrityConflict  a unique rule of the database refused a write
     ├── RateLimitError         too many of something in a window (HTTP 429)
     ├── StorageError           the database failed; wraps the driver error (HTTP 503)
+    ├── UnavailableError       what the request needs is not set up, e.g. no retry handler (HTTP 503)
     └── DeliveryError          an outbox transport could not deliver; the dispatcher tries again
                                later, and no API caller ever sees it
 
@@ -71,6 +72,13 @@ class RateLimitError(VoicemonError):
 
 class StorageError(VoicemonError):
     code = "storage_unavailable"
+
+
+class UnavailableError(VoicemonError):
+    """The request is valid, but this deployment lacks what it needs (a setting, a handler); asking
+    again helps only once it is configured."""
+
+    code = "unavailable"
 
 
 class DeliveryError(VoicemonError):

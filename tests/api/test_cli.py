@@ -1,13 +1,14 @@
 """The real ``voicemon`` console script, run as a subprocess on a SQLite file (SPEC 12).
 
-Exit codes: 0 ok, 1 failure, 2 usage error. Checks of what a command did are made in-process on the same
-database file, which is faster than another CLI call.
+Exit codes: 0 ok, 1 failure, 2 usage error (in the parser's own form: a usage line, then the option at
+fault and the rule). Checks of what a command did are made in-process on the same database file, which is
+faster than another CLI call. Only ``db upgrade`` and the servers make the schema: the ``cli`` fixture
+makes it beforehand, ``empty_cli`` has no database file at all.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -20,50 +21,30 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect
 
+from tests.api.cli_runner import Cli, one_line
 from tests.helpers import VOICEMON, free_port
 from voicemon.api import create_app
 from voicemon.domain.access import SYSTEM
+from voicemon.domain.timeutil import HOUR_MS, format_time
 from voicemon.jobs import build_runner
-from voicemon.service import Services
 from voicemon.settings import Settings
-from voicemon.storage import migrate
 
 KEY_LINE = re.compile(r"vm_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}")
-RUN_TIMEOUT_S = 60
 SERVE_START_TIMEOUT_S = 30
-
-
-class Cli:
-    """Runs ``voicemon`` against one SQLite file, with no other VOICEMON_* setting leaking in."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.cwd = tmp_path
-        self.url = f"sqlite:///{tmp_path}/cli.db"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMON_")}
-        # Wide and plain, so Rich tables are not wrapped or coloured.
-        env.update(VOICEMON_DATABASE_URL=self.url, COLUMNS="200", NO_COLOR="1", TERM="dumb")
-        self.env = env
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(VOICEMON), *args],
-            cwd=self.cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT_S,
-            check=False,
-        )
-
-    def services(self) -> Services:
-        """In-process services on the same file, schema migrated; the caller disposes of ``db``."""
-        svc = Services(Settings(database_url=self.url, key_cache_s=0))
-        migrate.upgrade(svc.db)
-        return svc
 
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
+    """A SQLite file with the schema already made (only ``db upgrade`` and the servers make it)."""
+    assert VOICEMON.exists(), f"console script not installed at {VOICEMON}"
+    made = Cli(tmp_path)
+    made.upgrade()
+    return made
+
+
+@pytest.fixture
+def empty_cli(tmp_path: Path) -> Cli:
+    """No database file at all."""
     assert VOICEMON.exists(), f"console script not installed at {VOICEMON}"
     return Cli(tmp_path)
 
@@ -74,20 +55,24 @@ def _status_with_key(url: str, key: str, path: str = "/v1/orgs") -> int:
         return client.get(path, headers={"Authorization": f"Bearer {key}"}).status_code
 
 
-def test_db_upgrade_creates_the_schema(cli: Cli) -> None:
-    result = cli.run("db", "upgrade")
+def test_db_upgrade_creates_the_schema_then_is_up_to_date(empty_cli: Cli) -> None:
+    result = empty_cli.run("db", "upgrade")
     assert result.returncode == 0, result.stderr
-    assert "up to date" in result.stdout
-    engine = create_engine(cli.url)
+    assert re.fullmatch(r"created the schema at revision \w+\n", result.stdout), result.stdout
+    engine = create_engine(empty_cli.url)
     try:
         tables = set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
     assert {"events", "artifacts", "api_keys", "orgs", "alembic_version"} <= tables
 
+    again = empty_cli.run("db", "upgrade")
+    assert again.returncode == 0, again.stderr
+    revision = result.stdout.split()[-1]
+    assert again.stdout == f"the schema is up to date (revision {revision})\n"
+
 
 def test_keys_create_prints_the_key_alone_last_and_it_works(cli: Cli) -> None:
-    # On a file that does not exist yet: the command migrates it first.
     result = cli.run("keys", "create", "--role", "staff", "--name", "x")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -119,16 +104,26 @@ def test_keys_create_scoped_viewer_is_scoped(cli: Cli) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "field"),
+    ("args", "option", "rule"),
     [
-        (["--role", "bogus"], "role"),
-        (["--role", "staff", "--org", "org-a"], "org"),
+        (["--role", "admin"], "--role", "'admin' is not one of 'ingest', 'viewer', 'staff'"),
+        (["--role", "staff", "--org", "org-a"], "--org", "staff keys are platform-wide"),
+        (["--role", "viewer", "--name", "a\tb"], "--name", "control character"),
+        (["--role", "viewer", "--org", "x" * 129], "--org", "must be 1 to 128 characters"),
     ],
+    ids=["unknown-role", "scoped-staff", "control-character-in-name", "org-too-long"],
 )
-def test_keys_create_refused_exits_1_naming_the_field(cli: Cli, args: list[str], field: str) -> None:
+def test_keys_create_with_a_bad_option_is_a_usage_error(
+    cli: Cli, args: list[str], option: str, rule: str
+) -> None:
+    """Exit code 2 and the parser's own form: the usage line, the option and the rule it broke."""
     result = cli.run("keys", "create", *args)
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert re.search(rf"\b{field}\b", result.stderr), result.stderr
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    stderr = one_line(result.stderr)
+    assert "Usage: voicemon keys create" in stderr, stderr
+    assert f"Invalid value for '{option}':" in stderr, stderr
+    assert rule in stderr, stderr
+    assert "Traceback" not in stderr
     assert not KEY_LINE.search(result.stdout), "no key may be printed"
     svc = cli.services()
     try:
@@ -192,20 +187,63 @@ def test_jobs_run_prints_how_the_run_went(cli: Cli) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "field"),
+    ("args", "hint", "rule"),
     [
-        (["jobs", "run", "aggregate-hourly", "--target", "yesterday"], "target"),
-        (["jobs", "run", "aggregate-hourly", "--target", "1970-01-01T00:00:00Z"], "target"),
-        (["jobs", "run", "no-such-job"], None),
+        (["aggregate-hourly", "--target", "yesterday"], "--target", "must be an RFC 3339 time"),
+        (["aggregate-hourly", "--target", "2026-12-01T00:00:00"], "--target", "must carry a UTC offset"),
+        (["no-such-job"], "NAME", "no job named 'no-such-job'; jobs: aggregate-hourly, aggregate-daily"),
+        (
+            ["cleanup-events", "--target", "2026-12-01T00:00:00Z"],
+            "--target",
+            "cleanup-events takes no target",
+        ),
     ],
-    ids=["unreadable-target", "target-too-old", "unknown-job"],
+    ids=["unreadable-target", "naive-target", "unknown-job", "target-for-a-job-without-one"],
 )
-def test_jobs_run_refused_exits_1_naming_the_field(cli: Cli, args: list[str], field: str | None) -> None:
-    result = cli.run(*args)
+def test_jobs_run_with_a_bad_argument_is_a_usage_error(
+    cli: Cli, args: list[str], hint: str, rule: str
+) -> None:
+    result = cli.run("jobs", "run", *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    stderr = one_line(result.stderr)
+    assert "Usage: voicemon jobs run" in stderr, stderr
+    assert f"Invalid value for '{hint}': {rule}" in stderr, stderr
+    assert "Traceback" not in stderr
+    svc = cli.services()
+    try:
+        assert all(build_runner(svc).runs(SYSTEM, job, 10) == [] for job in build_runner(svc).jobs)
+    finally:
+        svc.db.dispose()
+
+
+def test_unknown_job_is_a_usage_error_even_without_a_schema(empty_cli: Cli) -> None:
+    """The command line is checked before the database: a wrong name says so, not "db upgrade"."""
+    result = empty_cli.run("jobs", "run", "no-such-job")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "no job named 'no-such-job'" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        (
+            "1970-01-01T00:00:00Z",
+            "error: target: the hourly period starting 1970-01-01T00:00:00.000Z is older",
+        ),
+        ("now", "is not complete yet"),
+        ("in 3 hours", "is not complete yet"),
+    ],
+    ids=["too-old", "hour-in-progress", "future-hour"],
+)
+def test_jobs_run_refusing_a_good_target_is_a_failure(cli: Cli, target: str, says: str) -> None:
+    """A target that parses but that the job cannot build now is exit code 1, with the job's reason."""
+    # Read the clock when the test runs, not when it is collected: the hour may have ended in between.
+    now_ms = int(time.time() * 1000)
+    target = {"now": format_time(now_ms), "in 3 hours": str(now_ms + 3 * HOUR_MS)}.get(target, target)
+    result = cli.run("jobs", "run", "aggregate-hourly", "--target", target)
     assert result.returncode == 1, (result.stdout, result.stderr)
-    assert "error:" in result.stderr
-    if field is not None:
-        assert f"error: {field}: " in result.stderr, result.stderr
+    assert says in one_line(result.stderr), result.stderr
+    assert "Usage:" not in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -226,7 +264,8 @@ def test_usage_errors_exit_2(cli: Cli, args: list[str]) -> None:
 
 
 @pytest.fixture
-def served(cli: Cli, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def served(empty_cli: Cli, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    cli = empty_cli
     port = free_port()
     with (tmp_path / "serve.log").open("wb") as log:
         proc = subprocess.Popen(
@@ -256,8 +295,9 @@ def _wait_for_health(url: str, proc: subprocess.Popen[bytes], log: Path) -> http
 
 
 def test_serve_answers_healthz_and_stops_on_sigterm(
-    cli: Cli, served: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
+    empty_cli: Cli, served: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
+    cli = empty_cli
     url, proc = served
     health = _wait_for_health(url, proc, tmp_path / "serve.log")
     assert health.status_code == 200

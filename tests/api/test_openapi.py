@@ -81,6 +81,35 @@ def test_openapi_document_is_valid_and_complete(api: Api) -> None:
     assert event_in["required"] == ["event_type"]
 
 
+ERROR_REPLY = {"$ref": "#/components/schemas/ErrorReply"}
+
+
+def test_every_operation_lists_the_errors_it_can_give(api: Api) -> None:
+    """Every operation: the request edge's 400, 408 and 413 and the parameter check's 422; every one
+    that needs a key also 401 (with its challenge), 403 and 503. /healthz needs none: no 401 or 403."""
+    operations = _operations(api.client.get("/openapi.json").json())
+    for label, op in operations.items():
+        responses = op["responses"]
+        for status in ("400", "408", "413", "422"):
+            assert responses[status]["content"]["application/json"]["schema"] == ERROR_REPLY, (label, status)
+        if label == "GET /healthz":
+            assert not {"401", "403"} & responses.keys(), label
+            assert responses["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/HealthOut")
+            continue
+        for status in ("401", "403", "503"):
+            assert responses[status]["content"]["application/json"]["schema"] == ERROR_REPLY, (label, status)
+        assert "WWW-Authenticate" in responses["401"]["headers"], label
+
+
+def test_healthz_gives_the_errors_its_document_lists(api: Api) -> None:
+    for r, status in (
+        (api.client.get("/healthz?probe=%00"), 422),
+        (api.client.get("/healthz", headers={"Content-Length": "many"}), 400),
+    ):
+        assert r.status_code == status, r.text
+        assert set(r.json()["error"]) == {"code", "message"}
+
+
 def _seed(api: Api) -> None:
     events = [
         ev("artifact_received", "art-1", NOW_MS - 3 * MINUTE_MS, organization_id="org-1"),
@@ -89,6 +118,8 @@ def _seed(api: Api) -> None:
     ]
     assert api.services.ingest_blocking(events, STAFF).accepted == len(events)
     api.services.orgs.put(STAFF, "org-1", "Org One")
+    # A retry of art-1 can be accepted: there is a handler to tell (else 503 no_retry_handler).
+    api.services.set_retry_handler(lambda command: None)
 
 
 # No server error, and no reply the document does not describe: its status, content type and body

@@ -1,8 +1,10 @@
-"""``voicemon demo`` end to end: a server, a backfilled day, a live simulated pipeline and a full retry
-that the pipeline honours by rebuilding the artifact's derived data from scratch (SPEC 9, 11).
+"""``voicemon demo`` end to end: a server, a backfilled day with its organizations named, a live simulated
+pipeline and a full retry that the pipeline honours by rebuilding the artifact's derived data from scratch
+(SPEC 9, 11); run again in the same directory, it starts from a fresh database (SPEC 11).
 
-The demo always runs on SQLite (its own file under ``tmp_path``), so this test runs on the sqlite run only:
-the postgresql run would repeat the very same thing.
+The demo always runs on SQLite, on its own files in its working directory (``tmp_path``) whatever
+VOICEMON_DATABASE_URL says, so this test runs on the sqlite run only: the postgresql run would repeat the
+very same thing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tests.conftest import BACKEND
 from tests.helpers import VOICEMON, free_port
 
 DERIVED_TABLES = ("transcripts", "claims", "resolutions", "drafts")
+DEMO_DB, DEMO_SIM_DB = "voicemon-demo.db", "voicemon-demo-sim.db"
 
 pytestmark = [
     pytest.mark.slow,
@@ -116,9 +119,23 @@ def check_the_server_is_the_guarded_one(port: int) -> None:
     assert orjson.loads(body)["error"]["code"] == "bad_request"
 
 
+def a_database_of_the_users(path: Path) -> bytes:
+    """A SQLite file that VOICEMON_DATABASE_URL names, with something in it; returns its bytes."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('keep me')")
+        conn.commit()
+    finally:
+        conn.close()
+    return path.read_bytes()
+
+
 def test_demo_backfills_serves_and_honours_a_full_retry(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "VOICEMON_DATABASE_URL": f"sqlite:///{tmp_path}/voicemon.db"}
+    users_db = tmp_path / "mine.db"
+    users_bytes = a_database_of_the_users(users_db)
+    env = {**os.environ, "VOICEMON_DATABASE_URL": f"sqlite:///{users_db}"}
     stderr_log = tmp_path / "demo.stderr"
     argv = [str(VOICEMON), "demo", "--port", str(port), "--hours", "24", "--rate", "60", "--seed", "7"]
     with stderr_log.open("wb") as err:
@@ -134,14 +151,16 @@ def test_demo_backfills_serves_and_honours_a_full_retry(tmp_path: Path) -> None:
     try:
         lines = Lines(proc.stdout)
         started = time.monotonic() + 90
+        assert lines.value_of("demo database: ", started) == f"{tmp_path / DEMO_DB} (new)"
         url = lines.value_of("URL: ", started)
         key = lines.value_of("KEY: ", started)
         assert url == f"http://127.0.0.1:{port}"
         check_the_server_is_the_guarded_one(port)
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
             check_the_day_was_backfilled_and_aggregated(http)
-            artifact_id, retry_id = retry_a_failed_artifact(http, tmp_path / "voicemon-sim.db")
-            check_watch_prints_a_frame(url, key, env)
+            check_the_organizations_are_named(http)
+            artifact_id, retry_id = retry_a_failed_artifact(http, tmp_path / DEMO_SIM_DB)
+            check_watch_prints_a_line(url, key, env)
 
         children = children_of(proc.pid)
         proc.send_signal(signal.SIGINT)
@@ -162,9 +181,79 @@ def test_demo_backfills_serves_and_honours_a_full_retry(tmp_path: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     # The derived data of the retried artifact, as the pipeline left it when it stopped.
-    rows = derived_rows(tmp_path / "voicemon-sim.db", artifact_id)
+    rows = derived_rows(tmp_path / DEMO_SIM_DB, artifact_id)
     assert all(rows[table] for table in DERIVED_TABLES), rows
     assert {run_id for run_ids in rows.values() for run_id in run_ids} == {retry_id}
+    assert users_db.read_bytes() == users_bytes, "the demo wrote to the database of VOICEMON_DATABASE_URL"
+
+    check_a_second_run_starts_afresh(tmp_path, env, key, artifact_id)
+    assert users_db.read_bytes() == users_bytes, "the demo wrote to the database of VOICEMON_DATABASE_URL"
+
+
+def check_a_second_run_starts_afresh(
+    tmp_path: Path, env: dict[str, str], old_key: str, old_artifact: str
+) -> None:
+    """The same command again in the same directory: it says it starts afresh, and the first run's key,
+    history and derived data are gone (a short backfill and no live traffic, to be quick)."""
+    port = free_port()
+    stderr_log = tmp_path / "demo-again.stderr"
+    argv = [str(VOICEMON), "demo", "--port", str(port), "--hours", "2", "--rate", "0", "--no-view"]
+    with stderr_log.open("wb") as err:
+        proc = subprocess.Popen(
+            argv,
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        lines = Lines(proc.stdout)
+        started = time.monotonic() + 90
+        said = lines.value_of("removed the previous demo database ", started)
+        assert said == f"{tmp_path / DEMO_DB}; starting afresh"
+        url = lines.value_of("URL: ", started)
+        key = lines.value_of("KEY: ", started)
+        assert key != old_key
+        assert httpx.get(f"{url}/v1/orgs", headers={"Authorization": f"Bearer {old_key}"}).status_code == 401
+        poll(lambda: "backfilled" in stderr_log.read_text(), 120, "the second backfill", every_s=0.5)
+        start = (datetime.now(UTC) - timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        r = httpx.get(
+            f"{url}/v1/metrics/summary",
+            params={"period": "hourly", "start": start},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        # About 150 an hour for 2 hours: the first run's day (more than 1000) is not there any more.
+        assert 0 < r.json()["artifacts_received"] < 1000, r.json()
+        assert derived_rows(tmp_path / DEMO_SIM_DB, old_artifact) == {t: [] for t in DERIVED_TABLES}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0, stderr_log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def check_the_organizations_are_named(http: httpx.Client) -> None:
+    """Every organization of the demo is in the directory, and the breakdown shows its name."""
+    r = http.get("/v1/orgs")
+    assert r.status_code == 200, r.text
+    named = {o["organization_id"]: o["name"] for o in r.json()["items"]}
+    assert len(named) >= 8, named
+    assert all(name.strip() and name != "Unknown" for name in named.values()), named
+    start = (datetime.now(UTC) - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    r = http.get("/v1/metrics/orgs", params={"period": "hourly", "start": start})
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert items
+    assert {i["organization_id"]: i["organization_name"] for i in items} == {
+        i["organization_id"]: named[i["organization_id"]] for i in items
+    }
 
 
 def check_the_day_was_backfilled_and_aggregated(http: httpx.Client) -> None:
@@ -235,7 +324,8 @@ def retry_a_failed_artifact(http: httpx.Client, sim_db: Path) -> tuple[str, str]
     return artifact_id, retry_id
 
 
-def check_watch_prints_a_frame(url: str, key: str, env: dict[str, str]) -> None:
+def check_watch_prints_a_line(url: str, key: str, env: dict[str, str]) -> None:
+    """Piped, ``watch --once`` prints one plain line: both windows and their figures."""
     shown = subprocess.run(
         [str(VOICEMON), "watch", "--url", url, "--key", key, "--once"],
         env={**env, "COLUMNS": "160"},
@@ -245,8 +335,15 @@ def check_watch_prints_a_frame(url: str, key: str, env: dict[str, str]) -> None:
         check=False,
     )
     assert shown.returncode == 0, shown.stderr
-    for text in ("voicemon", url, "received", "end to end", "recent failures", "stuck"):
-        assert text in shown.stdout, shown.stdout
+    [line] = shown.stdout.splitlines()
+    for text in (
+        "last 60 minutes (",
+        "received ",
+        "| hour in progress (",
+        "end to end p50 ",
+        "| stuck now: ",
+    ):
+        assert text in line, line
     refused = subprocess.run(
         [str(VOICEMON), "watch", "--url", url, "--key", "vm_wrong", "--once"],
         env=env,
@@ -256,4 +353,4 @@ def check_watch_prints_a_frame(url: str, key: str, env: dict[str, str]) -> None:
         check=False,
     )
     assert refused.returncode == 1
-    assert "401" in refused.stderr
+    assert f"error: {url}: 401 invalid_key: " in refused.stderr, refused.stderr

@@ -257,6 +257,8 @@ def test_retry_committed_before_a_crash_is_delivered_after_restart(
         # takes it over within the test's wait (the default is 60 s).
         "VOICEMON_OUTBOX_LEASE_S": "5",
     }
+    # Only db upgrade and the servers make the schema; keys create needs it there.
+    subprocess.run([str(VOICEMON), "db", "upgrade"], env=env, capture_output=True, timeout=60, check=True)
     created = subprocess.run(
         [str(VOICEMON), "keys", "create", "--role", "staff"],
         env=env,

@@ -159,6 +159,11 @@ def test_the_server_wheel_ships_none_of_the_client_files(client_env: ClientEnv, 
     client_owned = {"voicemon/__init__.py", "voicemon/py.typed"}
     assert sorted(f for f in server_files if f in client_owned or f.startswith("voicemon/sdk/")) == []
     assert {"voicemon/api/app.py", "voicemon/storage/migrations/script.py.mako"} <= server_files
+    # /docs serves Swagger UI from package data, with the record of where it came from.
+    swagger = "voicemon/api/static/swagger/"
+    assert {
+        f"{swagger}{name}" for name in ("swagger-ui-bundle.js", "swagger-ui.css", "VERSIONS")
+    } <= server_files
     with zipfile.ZipFile(server) as zf:
         (metadata,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
         requires = [line for line in zf.read(metadata).decode().splitlines() if line.startswith("Requires")]

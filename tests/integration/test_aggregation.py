@@ -466,18 +466,26 @@ def test_a_late_event_redoes_exactly_its_hour_and_day(services: Services) -> Non
     batch += [ev("artifact_received", f"o{i}", other_hour + i * MINUTE_MS) for i in range(2)]
     services.ingest_blocking(batch, STAFF)
     runner = build_runner(services)
-    assert len(_summary(runner.run_now(STAFF, "aggregate-hourly"))["aggregated"]) == 47
-    assert len(_summary(runner.run_now(STAFF, "aggregate-daily"))["aggregated"]) == 6
+    first = _summary(runner.run_now(STAFF, "aggregate-hourly"))
+    assert len(first["aggregated"]) == 47
+    # The hourly run rolls up the complete days of the hours it did: yesterday (the day before that is
+    # older than hourly retention allows for a roll-up, so it waits for nothing).
+    assert format_time(YESTERDAY) in first["days_redone"]
+    daily = _summary(runner.run_now(STAFF, "aggregate-daily"))
+    assert format_time(YESTERDAY) not in daily["aggregated"]
     assert _summary(runner.run_now(STAFF, "aggregate-hourly"))["aggregated"] == []  # nothing to redo
     assert _summary(runner.run_now(STAFF, "aggregate-daily"))["aggregated"] == []
     untouched = {r["period_start_ms"]: r for r in snapshot_table(services)}[other_hour]
 
     services.ingest_blocking([ev("artifact_received", "late", late_hour + 59 * MINUTE_MS)], STAFF)
-    assert _summary(runner.run_now(STAFF, "aggregate-hourly"))["aggregated"] == [format_time(late_hour)]
-    assert _received(services, "hourly", late_hour) == 4
-    day = _summary(runner.run_now(STAFF, "aggregate-daily"))
-    assert (day["aggregated"], day["hours_redone"]) == ([format_time(YESTERDAY)], 0)
-    assert _received(services, "daily", YESTERDAY) == 6
+    hourly = _summary(runner.run_now(STAFF, "aggregate-hourly"))
+    assert (hourly["aggregated"], hourly["days_redone"]) == (
+        [format_time(late_hour)],
+        [format_time(YESTERDAY)],
+    )
+    # Hourly and daily agree as soon as the hourly run is done, not after the next daily run.
+    assert (_received(services, "hourly", late_hour), _received(services, "daily", YESTERDAY)) == (4, 6)
+    assert _summary(runner.run_now(STAFF, "aggregate-daily"))["aggregated"] == []
     assert {r["period_start_ms"]: r for r in snapshot_table(services)}[other_hour] == untouched
 
     # The daily run alone also redoes a marked hour of its day first, while its raw events are kept.
@@ -526,8 +534,12 @@ def test_an_empty_aggregated_hour_is_a_row_of_zeros_and_an_empty_range_is_zeros(
     assert (row["period_start"], row["period_end"]) == (format_time(hour), format_time(hour + HOUR_MS))
     _assert_empty(row)
     _assert_empty(_get(api, "/v1/metrics/summary", **_range(hour, hour + HOUR_MS)))
-    # A range with no rows at all (never aggregated) merges to the same zeros.
-    for params in (_range(hour - 5 * HOUR_MS, hour), _range(hour - 9 * DAY_MS, hour - 2 * DAY_MS, "daily")):
+    # A range with no rows at all (never aggregated) merges to the same zeros. (The hand run rolled up
+    # the hour's day, and with it the day's other hours: the day before has none.)
+    for params in (
+        _range(hour - DAY_MS - 5 * HOUR_MS, hour - DAY_MS),
+        _range(hour - 9 * DAY_MS, hour - 2 * DAY_MS, "daily"),
+    ):
         assert _get(api, "/v1/metrics/history", **params)["items"] == []
         summary = _get(api, "/v1/metrics/summary", **params)
         assert "organization_id" not in summary

@@ -58,7 +58,7 @@ def assert_range_answers(svc: Services, r: Range) -> None:
     for scope in ("", *ORGS):
         got = svc.metrics.summary(STAFF, r, scope or None).parts
         assert render_parts(got) == (render_parts(truth[scope]) if scope in truth else empty), scope
-    breakdown = {i.organization_id: i.parts for i in svc.metrics.by_organization(STAFF, r)}
+    breakdown = {i.organization_id: i.parts for i in svc.metrics.by_organization(STAFF, r).items}
     assert set(breakdown) == set(truth) - {""}
     for org, parts in breakdown.items():
         want = truth[org]
@@ -242,10 +242,11 @@ def test_an_hour_redone_after_its_day_was_rolled_up_marks_the_day(
             agg.aggregate_day(yesterday)
         assert merged_rows(svc, "daily", yesterday, TODAY)[""].received == 1  # the day lacks it
 
-        assert agg.hourly_catch_up()["aggregated"] == [format_time(hour)]
-        assert _received(svc, whole)[0] == 2  # the marked day no longer stands in for its hours
-        assert agg.daily_catch_up()["aggregated"] == [format_time(yesterday)]
+        # The hour's redo marks its day, and the same hourly run rolls the day up again.
+        assert agg.hourly_catch_up()["days_redone"] == [format_time(yesterday)]
+        assert _received(svc, whole)[0] == 2
         assert merged_rows(svc, "daily", yesterday, TODAY)[""].received == 2
+        assert agg.daily_catch_up()["aggregated"] == []
 
 
 def test_hour_blocks_are_built_once_ended_and_rebuilt_when_an_hour_changes(

@@ -71,7 +71,7 @@ def test_any_fields_read_per_organization_equal_the_merge_of_its_rows(
 def test_the_breakdown_through_day_blocks_equals_the_merge_of_the_days(services: Services) -> None:
     write_days(services)
     Aggregator(services.db, services.clock, services.settings).rebuild_blocks()
-    items = services.metrics.by_organization(STAFF, Range(Period.DAILY, FIRST, TODAY))
+    items = services.metrics.by_organization(STAFF, Range(Period.DAILY, FIRST, TODAY)).items
     with services.db.read() as conn:
         rows = snapshot_store.load_rows(conn, Period.DAILY.value, FIRST, TODAY, ALL_SCOPES)
     for item in items:

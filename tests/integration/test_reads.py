@@ -48,6 +48,7 @@ def test_the_artifact_detail_shows_a_retry_outcome_only_with_the_status_it_gave(
         ev("transcription_failed", "r2", t0 + 1),
     ]
     assert services.ingest_blocking(failed, STAFF).accepted == 2
+    services.set_retry_handler(lambda command: None)
     started = api.call("POST", "/v1/artifacts/r2/retries", json={"stage": "full", "reason": "test"})
     assert started.status_code == 202, started.text
     completion = [ev("transcription_started", "r2", NOW_MS + 10), ev("artifact_completed", "r2", NOW_MS + 20)]

@@ -118,7 +118,7 @@ NOT_USE_CASES = {
     "ingest": "the async twin of ingest_blocking (same check, in _prepare): the HTTP tests cover it",
 }
 # Lifecycle, not use cases.
-LIFECYCLE = {"migrate", "start", "stop", "set_retry_handler"}
+LIFECYCLE = {"migrate", "require_schema", "start", "stop", "set_retry_handler"}
 
 
 @pytest.fixture
@@ -129,6 +129,8 @@ def seeded(services: Services) -> Services:
         ev("artifact_failed", "art-b", NOW_MS - 7 * MINUTE_MS, organization_id=ORG_B),
     ]
     assert services.ingest_blocking(seed, STAFF).accepted == len(seed)
+    # Staff's retry is accepted only with somewhere to send it (else 503 no_retry_handler).
+    services.set_retry_handler(lambda command: None)
     services.keys.create(STAFF, "viewer", None, "to revoke")
     return services
 

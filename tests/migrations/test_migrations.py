@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import inspect, text
 
+from voicemon.errors import IntegrityConflict
 from voicemon.service import Services
 from voicemon.storage import Database, migrate
 from voicemon.storage.tables import metadata
@@ -57,5 +59,34 @@ def test_owner_migration_keeps_every_artifact_and_retry(db_url: str) -> None:
                 ("r3", "", "gone"),
             ]
         assert migrate.pending_differences(db) == []
+    finally:
+        db.dispose()
+
+
+def test_from_status_migration_marks_every_earlier_retry_failed(db_url: str) -> None:
+    """0005 adds retries.from_status: before it only failed artifacts could be retried."""
+    db = Database(db_url)
+    try:
+        with db.write() as conn:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        migrate.upgrade(db, "0004")
+        retry = (
+            "INSERT INTO retries (retry_id, owner, artifact_id, stage, attempt, requested_by, status,"
+            " created_ms) VALUES (:r, 'org-a', :a, 'full', 1, 'ops', :s, 5)"
+        )
+        with db.write() as conn:
+            conn.execute(
+                text(retry), [{"r": "r1", "a": "x1", "s": "pending"}, {"r": "r2", "a": "x2", "s": "failed"}]
+            )
+        migrate.upgrade(db)
+        with db.read() as conn:
+            rows = conn.execute(text("SELECT retry_id, status, from_status FROM retries"))
+            assert sorted(map(tuple, rows)) == [("r1", "pending", "failed"), ("r2", "failed", "failed")]
+        assert migrate.pending_differences(db) == []
+        # The default served the rows written before; a new row must say what it started from.
+        with pytest.raises(IntegrityConflict), db.write() as conn:
+            conn.execute(text(retry), {"r": "r3", "a": "x3", "s": "pending"})
     finally:
         db.dispose()

@@ -56,6 +56,9 @@ def test_importing_the_cli_loads_no_server_package() -> None:
         (["jobs", "run"], 2),
         (["nosuchcommand"], 2),
         (["serve", "--port", "not-a-port"], 2),
+        (["keys", "create", "--role", "admin"], 2),
+        (["jobs", "run", "aggregate-hourly", "--target", "yesterday"], 2),
+        (["watch"], 2),
     ],
 )
 def test_help_and_usage_errors_load_no_server_package(args: list[str], code: int) -> None:

@@ -306,7 +306,7 @@ def test_the_reply_models_are_the_declared_fields() -> None:
     body = render_parts(p)
     head = ["period_type", "period_start", "period_end", "organization_id", "computed_at"]
     assert list(SnapshotOut.model_fields) == head + list(body)
-    assert list(StagesOut.model_fields) == list(STAGE_BREAKDOWN)
+    assert list(StagesOut.model_fields) == [*STAGE_BREAKDOWN, "coverage"]
     assert list(OrgMetricsOut.model_fields) == ["organization_id", "organization_name", *ORG_BREAKDOWN]
     reply = {
         "period_type": "hourly",

@@ -18,7 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicemon import __version__
 from voicemon.api import routes_artifacts, routes_events, routes_jobs, routes_metrics, routes_orgs
+from voicemon.api.bodies import not_json_at
 from voicemon.api.deps import reject_nul_characters
+from voicemon.api.docs import install_docs
 from voicemon.api.edge import RequestEdge, RequestTimeout, is_protected
 from voicemon.api.schemas import ErrorReply, EventBatchIn, EventIn, HealthOut
 from voicemon.clock import Clock
@@ -31,6 +33,7 @@ from voicemon.errors import (
     PayloadTooLarge,
     RateLimitError,
     StorageError,
+    UnavailableError,
     ValidationError,
     VoicemonError,
 )
@@ -51,6 +54,7 @@ _STATUS: list[tuple[type[VoicemonError], int]] = [
     (ValidationError, 422),
     (RateLimitError, 429),
     (StorageError, 503),
+    (UnavailableError, 503),
 ]
 
 
@@ -108,6 +112,9 @@ def create_app(
         description="Observability and operations for multi-tenant AI voice-note pipelines.",
         lifespan=lifespan,
         dependencies=[Depends(reject_nul_characters)],
+        # /docs is served from the package's own files (api/docs.py); ReDoc would load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = svc
     # Before any route reads a body: the key, then the body's size and pace (api/edge.py).
@@ -129,6 +136,7 @@ def create_app(
             return JSONResponse({"status": "ok", "database": "ok"})
         return JSONResponse({"status": "degraded", "database": "unreachable"}, status_code=503)
 
+    install_docs(app)
     _install_error_handlers(app)
     _install_openapi(app)
     return app
@@ -141,8 +149,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        unread = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if unread is not None:
+            # FastAPI reports a body it could not decode as a validation error at its offset ("9: JSON
+            # decode error"); it is a body that cannot be read at all, refused as POST /v1/events does.
+            reason = str(unread.get("ctx", {}).get("error", "cannot be decoded"))
+            loc = tuple(unread.get("loc", ()))
+            return _error_reply(not_json_at(reason, exc.body, loc[-1] if loc else None))
         problems = []
-        for err in exc.errors():
+        for err in errors:
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
             problems.append(f"{where or 'body'}: {err.get('msg', 'is invalid')}")
         return _error(422, "invalid_request", "; ".join(problems) or "the request is invalid")
@@ -158,14 +174,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
-# The errors any key-protected operation can answer, besides those its route declares (SPEC 7).
+# The errors any operation can answer, besides those its route declares (SPEC 7): the request edge
+# (api/edge.py) bounds every request, and the app-wide parameter check (api/deps.py) reads every query.
 _ERRORS_OF_EVERY_OPERATION = {
-    "400": "Malformed: invalid HTTP, a Content-Length that is not a number, or a bad cursor or body",
-    "401": "No API key, or an unknown or revoked one",
-    "403": "The key's role or organization does not allow it",
+    "400": "Malformed: a Content-Length that is not a number; on /v1 also a body that cannot be read, or a"
+    " cursor this list did not hand out for these filters (`invalid_cursor`)",
     "408": "The body stopped arriving before it was complete",
     "413": "The body is over the endpoint's limit (5 MiB for POST /v1/events, 64 KiB elsewhere)",
     "422": "A parameter or the body is invalid",
+}
+# And those of every operation that needs a key.
+_ERRORS_OF_EVERY_PROTECTED_OPERATION = {
+    "401": "No API key, or an unknown or revoked one",
+    "403": "The key's role or organization does not allow it",
     "503": "The database is unreachable, or the server is at its connection limit",
 }
 _ERROR_REPLY_REF = {"$ref": "#/components/schemas/ErrorReply"}
@@ -178,15 +199,18 @@ def _error_response(description: str) -> dict[str, Any]:
 
 def _document_errors(schema: dict[str, Any]) -> None:
     """Make the document tell the truth about error replies: every 422 is our ErrorReply (the handler of
-    RequestValidationError answers with it, not FastAPI's HTTPValidationError), and every key-protected
-    operation lists the errors the request edge and the shared handlers can give."""
+    RequestValidationError answers with it, not FastAPI's HTTPValidationError), every operation lists
+    the errors the request edge and the shared handlers can give, and every key-protected one (none
+    other: ``/healthz`` needs no key) 401, 403 and 503 too."""
     for path, item in schema["paths"].items():
         for operation in item.values():
             responses: dict[str, Any] = operation.setdefault("responses", {})
             if "422" in responses:
                 responses["422"] = _error_response(responses["422"].get("description", "Validation Error"))
+            for status, description in _ERRORS_OF_EVERY_OPERATION.items():
+                responses.setdefault(status, _error_response(description))
             if is_protected(path):
-                for status, description in _ERRORS_OF_EVERY_OPERATION.items():
+                for status, description in _ERRORS_OF_EVERY_PROTECTED_OPERATION.items():
                     responses.setdefault(status, _error_response(description))
                 responses["401"]["headers"] = {
                     "WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}

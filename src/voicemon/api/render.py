@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from voicemon.domain.artifacts import ArtifactState
+from voicemon.domain.coverage import RangePlan
 from voicemon.domain.events import nusd_to_usd
 from voicemon.domain.records import RunRecord, StoredEvent
 from voicemon.domain.retries import Retry
@@ -72,6 +73,8 @@ def realtime_out(r: Realtime) -> dict[str, Any]:
         "window_end": format_time(r.window_end_ms),
         "counts": counts,
         "failure_rate": r.failure_rate,
+        # The counters are kept at ingestion: they hold everything committed up to now.
+        "data_through": format_time(r.window_end_ms),
     }
     if r.organization_id is not None:
         body["organization_id"] = r.organization_id
@@ -124,8 +127,24 @@ def retry_out(r: Retry) -> dict[str, Any]:
         "requested_by": r.requested_by,
         "reason": r.reason,
         "status": r.status.value,
+        "from_status": r.from_status.value,
         "created_at": format_time(r.created_ms),
         "dispatched_at": _time(r.dispatched_ms),
         "finished_at": _time(r.finished_ms),
         "error": r.error,
+    }
+
+
+def coverage_out(plan: RangePlan) -> dict[str, Any]:
+    """What a range answer covers (SPEC 7), from its plan."""
+    return {
+        "period_start": format_time(plan.period_start_ms),
+        "period_end": format_time(plan.period_end_ms),
+        "periods_expected": len(plan.expected),
+        "periods_aggregated": len(plan.stored),
+        "periods_live": len(plan.live),
+        "missing": [format_time(s) for s in plan.missing],
+        "stale": [format_time(s) for s in plan.stale],
+        "data_through": _time(plan.data_through_ms),
+        "live_from": _time(plan.live_from_ms),
     }

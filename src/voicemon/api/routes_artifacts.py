@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 
 from voicemon.api.deps import PrincipalDep, ServicesDep
-from voicemon.api.params import LimitQuery
+from voicemon.api.params import CursorQuery, LimitQuery
 from voicemon.api.render import artifact_out, event_out, retry_out
 from voicemon.api.schemas import ArtifactDetailOut, ArtifactPage, ErrorReply, RetryIn, RetryList, RetryOut
 
@@ -35,7 +35,7 @@ def list_artifacts(
     services: ServicesDep,
     principal: PrincipalDep,
     limit: LimitQuery = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: CursorQuery = None,
     status: StatusFilter | None = None,
     organization_id: OrganizationQuery = None,
 ) -> dict[str, Any]:
@@ -69,10 +69,19 @@ def get_artifact(
     responses={
         403: {"model": ErrorReply},
         404: {"model": ErrorReply},
-        409: {"model": ErrorReply},
-        429: {"model": ErrorReply},
+        409: {
+            "model": ErrorReply,
+            "description": "`not_failed` (neither failed nor stuck), `retry_in_progress`, or"
+            " `stage_after_failure` (the stage starts after the one the artifact failed or is stuck in)",
+        },
+        429: {"model": ErrorReply, "description": "more than 10 retries of this artifact in an hour"},
+        503: {
+            "model": ErrorReply,
+            "description": "`no_retry_handler`: no webhook or in-process handler is configured; or the"
+            " database is unreachable",
+        },
     },
-    summary="Retry a failed artifact from one stage or in full (staff)",
+    summary="Retry a failed or stuck artifact from one stage or in full (staff)",
 )
 def post_retry(
     services: ServicesDep,
@@ -82,7 +91,8 @@ def post_retry(
     organization_id: OwnerQuery = None,
 ) -> dict[str, Any]:
     """Committed in one transaction; the pipeline is told after the commit, and the retry's outcome is
-    followed from the artifact's next completion or failure."""
+    followed from the artifact's next completion or failure. A stage retry may start at the stage the
+    artifact failed in (or, stuck, is in) or an earlier one; ``full`` always may."""
     retry = services.retries.request(principal, artifact_id, body.stage, body.reason, organization_id)
     return retry_out(retry)
 

@@ -9,8 +9,9 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from voicemon.api.bodies import not_json
 from voicemon.api.deps import PrincipalDep, ServicesDep
-from voicemon.api.params import LimitQuery
+from voicemon.api.params import CursorQuery, LimitQuery
 from voicemon.api.render import event_out
 from voicemon.api.schemas import ErrorReply, EventBatchIn, EventIn, EventPage, IngestReply
 from voicemon.domain.model import EventType, Stage
@@ -57,8 +58,10 @@ def _decode(body: bytes) -> Any:
         if _LONG_DIGIT_RUN in body.translate(_DIGITS_AS_ZERO) and _rounded_integer_in(decoded):
             # orjson accepted it, so it is strict JSON; the stdlib reads it alike, integers exactly.
             decoded = json.loads(body, parse_constant=_no_constants)
-    except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
-        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    except json.JSONDecodeError as exc:  # orjson's is one too
+        raise not_json(exc) from None
+    except (ValueError, RecursionError) as exc:  # NaN or Infinity (stdlib path), or nested too deeply
+        raise BadRequest(f"is not valid JSON: {exc}", code="invalid_json", field="body") from None
     return decoded
 
 
@@ -122,7 +125,7 @@ def get_events(
     services: ServicesDep,
     principal: PrincipalDep,
     limit: LimitQuery = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: CursorQuery = None,
     event_type: EventType | None = None,
     pipeline_stage: Stage | None = None,
     organization_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,

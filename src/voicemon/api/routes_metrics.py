@@ -8,8 +8,15 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from voicemon.api.deps import PrincipalDep, ServicesDep
-from voicemon.api.render import realtime_out, snapshot_out
-from voicemon.api.schemas import ErrorReply, OrgMetricsList, RealtimeOut, SnapshotList, SnapshotOut, StagesOut
+from voicemon.api.render import coverage_out, realtime_out, snapshot_out
+from voicemon.api.schemas import (
+    ErrorReply,
+    OrgMetricsList,
+    RealtimeOut,
+    SnapshotList,
+    StagesOut,
+    SummaryOut,
+)
 from voicemon.domain.access import Principal
 from voicemon.domain.periods import Period
 from voicemon.domain.records import SnapshotRow
@@ -83,19 +90,28 @@ def history(
     r: RangeDep,
     organization_id: OrgQuery = None,
 ) -> JSONResponse:
-    rows = services.metrics.history(principal, r, organization_id)
-    return JSONResponse({"items": [_row_out(r) for r in rows]})
+    history = services.metrics.history(principal, r, organization_id)
+    items = [_row_out(row) for row in history.rows]
+    for item, row in zip(items, history.rows, strict=True):
+        if row.period_start_ms in history.live:
+            item["live"] = True
+    return JSONResponse({"items": items, "coverage": coverage_out(history.plan)})
 
 
 def _merged(
     services: Services, principal: Principal, r: Range, organization_id: str | None
 ) -> dict[str, Any]:
     merged = services.metrics.summary(principal, r, organization_id)
+    plan = merged.plan
     computed = merged.computed_ms if merged.computed_ms is not None else services.clock.now_ms()
-    return snapshot_out(r.period.value, r.start_ms, r.end_ms, organization_id, computed, merged.parts)
+    body = snapshot_out(
+        r.period.value, plan.period_start_ms, plan.period_end_ms, organization_id, computed, merged.parts
+    )
+    body["coverage"] = coverage_out(plan)
+    return body
 
 
-@router.get("/summary", response_model=SnapshotOut, summary="The range merged into one snapshot")
+@router.get("/summary", response_model=SummaryOut, summary="The range merged into one snapshot")
 def summary(
     services: ServicesDep,
     principal: PrincipalDep,
@@ -115,31 +131,35 @@ def stages(
     organization_id: OrgQuery = None,
 ) -> dict[str, Any]:
     body = _merged(services, principal, r, organization_id)
-    return {name: body[name] for name in STAGE_BREAKDOWN}
+    return {name: body[name] for name in (*STAGE_BREAKDOWN, "coverage")}
 
 
 @router.get(
     "/current",
-    response_model=SnapshotOut,
+    response_model=SummaryOut,
     summary="The hour in progress, computed from raw events now (not stored; its period ends now)",
 )
 def current(services: ServicesDep, principal: PrincipalDep, organization_id: OrgQuery = None) -> JSONResponse:
     merged = services.metrics.current_hour(principal, organization_id)
     r = merged.range
-    body = snapshot_out(r.period.value, r.start_ms, r.end_ms, organization_id, r.end_ms, merged.parts)
+    body = snapshot_out(
+        r.period.value, r.start_ms, merged.plan.now_ms, organization_id, merged.plan.now_ms, merged.parts
+    )
+    body["coverage"] = coverage_out(merged.plan)
     return JSONResponse(body)
 
 
 @router.get("/orgs", response_model=OrgMetricsList, summary="One merged item per organization (staff)")
 def orgs(services: ServicesDep, principal: PrincipalDep, r: RangeDep) -> dict[str, Any]:
-    items = services.metrics.by_organization(principal, r)
+    breakdown = services.metrics.by_organization(principal, r)
     return {
+        "coverage": coverage_out(breakdown.plan),
         "items": [
             {
                 "organization_id": item.organization_id,
                 "organization_name": item.organization_name,
                 **render_fields(item.parts, ORG_BREAKDOWN),
             }
-            for item in items
-        ]
+            for item in breakdown.items
+        ],
     }

@@ -185,6 +185,7 @@ class RealtimeOut(BaseModel):
     organization_id: str | None = Field(None, description="absent for the platform-wide window")
     counts: RealtimeCounts
     failure_rate: float
+    data_through: str = Field(description="the counters hold every event committed up to this time (now)")
 
 
 class OrgIn(Strict):
@@ -260,14 +261,38 @@ class _OrgHead(BaseModel):
     organization_name: str
 
 
+class CoverageOut(BaseModel):
+    """What a range answer covers (SPEC 7)."""
+
+    period_start: str = Field(description="start of the first period merged (aligned)")
+    period_end: str = Field(description="end of the last period merged (ahead of now while it runs)")
+    periods_expected: int = Field(description="periods of the range that have begun")
+    periods_aggregated: int = Field(description="of those, read from stored snapshots")
+    periods_live: int = Field(description="of those, computed now from what they are built from")
+    missing: list[str] = Field(description="complete periods with no figures (never aggregated), at most 50")
+    stale: list[str] = Field(description="aggregated periods marked by late events since, at most 50")
+    data_through: str | None = Field(description="end of the newest period merged, or now while it runs")
+    live_from: str | None = Field(description="start of the first period computed live")
+
+
 # The snapshot replies carry the declared fields (voicemon.domain.snapshot_fields), in their order.
 SnapshotOut = create_model("SnapshotOut", __base__=_SnapshotHead, **_reply_fields(FIELDS))
-SnapshotList = create_model("SnapshotList", items=(_list_of(SnapshotOut), ...))
-StagesOut = create_model("StagesOut", **_reply_fields(REPLY_ENTRIES[n] for n in STAGE_BREAKDOWN))
+HistoryRowOut = create_model(
+    "HistoryRowOut",
+    __base__=SnapshotOut,
+    live=(bool | None, Field(None, description="true on a period computed live (not yet aggregated)")),
+)
+SnapshotList = create_model("SnapshotList", items=(_list_of(HistoryRowOut), ...), coverage=(CoverageOut, ...))
+SummaryOut = create_model("SummaryOut", __base__=SnapshotOut, coverage=(CoverageOut, ...))
+StagesOut = create_model(
+    "StagesOut", **_reply_fields(REPLY_ENTRIES[n] for n in STAGE_BREAKDOWN), coverage=(CoverageOut, ...)
+)
 OrgMetricsOut = create_model(
     "OrgMetricsOut", __base__=_OrgHead, **_reply_fields(REPLY_ENTRIES[n] for n in ORG_BREAKDOWN)
 )
-OrgMetricsList = create_model("OrgMetricsList", items=(_list_of(OrgMetricsOut), ...))
+OrgMetricsList = create_model(
+    "OrgMetricsList", items=(_list_of(OrgMetricsOut), ...), coverage=(CoverageOut, ...)
+)
 
 
 class RunOut(BaseModel):
@@ -316,6 +341,10 @@ class RetryOut(BaseModel):
     requested_by: str
     reason: str | None
     status: Literal["pending", "dispatched", "succeeded", "failed"]
+    from_status: Literal["failed", "stuck"] = Field(
+        description="what the retry started from: a failed artifact, or a stuck one (active, no event for"
+        " longer than the stuck threshold)"
+    )
     created_at: str
     dispatched_at: str | None
     finished_at: str | None

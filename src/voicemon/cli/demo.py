@@ -1,9 +1,17 @@
-"""``voicemon demo``: a server, a day of history and a living simulated pipeline, on one SQLite file."""
+"""``voicemon demo``: a server, a day of history and a living simulated pipeline, on one SQLite file.
+
+The demo's data lives in files of its own in the working directory, named here and nowhere else
+(:data:`DEMO_DB`, :data:`DEMO_SIM_DB`). Each run deletes them and starts afresh, so running it twice never
+doubles the history. It never reads ``VOICEMON_DATABASE_URL``: simulated traffic has no business in a
+real database, and a file the demo did not name is never deleted.
+"""
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -25,21 +33,58 @@ from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.sim import DerivedStore, RetryOrder, RetryWebhook, Simulator
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
-def _sim_store_path(database_url: str) -> str:
-    """The simulated pipeline's own data lives beside a SQLite database file, or in the working dir."""
-    if database_url.startswith("sqlite:///"):
-        db_file = Path(database_url.removeprefix("sqlite:///"))
-        return str(db_file.with_name(db_file.stem + "-sim.db"))
-    return "voicemon-sim.db"
+DEMO_DB = "voicemon-demo.db"
+"""The demo's database, in the working directory."""
+DEMO_SIM_DB = "voicemon-demo-sim.db"
+"""The simulated pipeline's derived data (transcripts, claims, …), beside it."""
+# SQLite's companions of a database file: the write-ahead log, its index, a rollback journal.
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def _fresh_files(directory: Path) -> bool:
+    """Delete what an earlier demo left in ``directory``: only the files named above. Returns whether
+    there was any. Raises typer.Exit(1) if one of those names is not a file."""
+    found = False
+    for name in (DEMO_DB, DEMO_SIM_DB):
+        for companion in _SQLITE_COMPANIONS:
+            path = directory / (name + companion)
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+                found = True
+            elif path.exists():
+                err.print(f"[red]error:[/red] {path} is not a file; move it away to run the demo here")
+                raise typer.Exit(1)
+    return found
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def run_demo(host: str, port: int, hours: float, rate_per_min: float, seed: int | None, view: bool) -> None:
     def _terminate(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # A running demo keeps its port: checked before its files are deleted from under it.
+    if _port_in_use(host, port):
+        err.print(f"[red]error:[/red] {host}:{port} is in use (another demo?); stop it or pick --port")
+        raise typer.Exit(1)
+    directory = Path.cwd()
+    if _fresh_files(directory):
+        print(f"removed the previous demo database {directory / DEMO_DB}; starting afresh", flush=True)
+    else:
+        print(f"demo database: {directory / DEMO_DB} (new)", flush=True)
+    if os.environ.get("VOICEMON_DATABASE_URL"):
+        print("VOICEMON_DATABASE_URL is not used: the demo runs on its own file", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, _terminate)
     secret = secrets.token_hex(16)
     sim: list[Simulator] = []
@@ -51,7 +96,11 @@ def run_demo(host: str, port: int, hours: float, rate_per_min: float, seed: int 
 
     webhook = RetryWebhook(secret, on_retry)
     webhook.start()
-    settings = Settings(retry_webhook_url=webhook.url, retry_webhook_secret=SecretStr(secret))
+    settings = Settings(
+        database_url=f"sqlite:///{directory / DEMO_DB}",
+        retry_webhook_url=webhook.url,
+        retry_webhook_secret=SecretStr(secret),
+    )
     services = Services(settings)
     services.migrate()
     staff = services.keys.create(SYSTEM, "staff", None, "demo")
@@ -61,7 +110,7 @@ def run_demo(host: str, port: int, hours: float, rate_per_min: float, seed: int 
     thread = threading.Thread(target=server.run, name="voicemon-server", daemon=True)
     thread.start()
     url = f"http://{host}:{port}"
-    store = DerivedStore(_sim_store_path(settings.database_url))
+    store = DerivedStore(str(directory / DEMO_SIM_DB))
     client: Client | None = None
     try:
         if not _wait_until_up(url, thread):
@@ -71,6 +120,8 @@ def run_demo(host: str, port: int, hours: float, rate_per_min: float, seed: int 
         print(f"KEY: {staff.secret}", flush=True)
         client = Client(url, ingest.secret, batch_size=500, max_queue=500_000)
         simulator = Simulator(client, store, seed=seed)
+        for org in simulator.orgs:
+            services.orgs.put(SYSTEM, org.organization_id, org.name)
         sim.append(simulator)
         with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
             task = progress.add_task(f"backfilling {hours:g} h of history", total=1)
@@ -86,8 +137,11 @@ def run_demo(host: str, port: int, hours: float, rate_per_min: float, seed: int 
             file=sys.stderr,
             flush=True,
         )
-        simulator.start_live(rate_per_min)
-        print("live: simulated pipeline running; Ctrl-C stops everything", file=sys.stderr, flush=True)
+        if rate_per_min > 0:
+            simulator.start_live(rate_per_min)
+            print("live: simulated pipeline running; Ctrl-C stops everything", file=sys.stderr, flush=True)
+        else:
+            print("live: no new traffic (--rate 0); Ctrl-C stops everything", file=sys.stderr, flush=True)
         if view and sys.stdout.isatty():
             watch(url, staff.secret)
         else:

@@ -1,4 +1,11 @@
-"""``voicemon``: serve, db, keys, demo. Exit codes: 0 ok, 1 failure, 2 usage error."""
+"""``voicemon``: serve, db, keys, jobs, demo, simulate, watch.
+
+Exit codes: 0 ok, 1 failure, 2 usage error (a bad option value, an unknown job or role, a time that does
+not parse: the command line is wrong, whatever the database holds). Only ``db upgrade``, ``serve``,
+``worker`` and ``demo`` change the schema; every other command that opens the database first checks that
+it has this code's schema, and otherwise ends with exit code 1 and "run voicemon db upgrade", having
+created nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from voicemon.domain.access import SYSTEM
-from voicemon.errors import VoicemonError
+from voicemon.cli.output import print_fields, print_table
+from voicemon.domain.access import SYSTEM, Role
+from voicemon.errors import NotFoundError, ValidationError, VoicemonError
 
 if TYPE_CHECKING:
     from voicemon.service import Services
@@ -30,19 +37,24 @@ app.add_typer(keys_app, name="keys")
 jobs_app = typer.Typer(help="Scheduled jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
-def _database() -> Iterator[Services]:
-    """The services on the configured database, migrated, for one command run by the operator (who
-    acts as :data:`~voicemon.domain.access.SYSTEM`); a refusal ends the command with exit code 1."""
+def _database(*, check_schema: bool = True) -> Iterator[Services]:
+    """The services on the configured database, for one command run by the operator (who acts as
+    :data:`~voicemon.domain.access.SYSTEM`); a refusal ends the command with exit code 1.
+
+    The schema is checked, never migrated: a database without this code's schema ends the command before
+    anything is written. ``check_schema=False`` leaves the check to the command (``svc.require_schema()``),
+    for one that first checks its arguments against what the services define."""
     from voicemon.service import Services
     from voicemon.settings import Settings
 
     svc = Services(Settings())
     try:
-        svc.migrate()
+        if check_schema:
+            svc.require_schema()
         yield svc
     except VoicemonError as exc:
         raise _fail(exc) from exc
@@ -51,27 +63,50 @@ def _database() -> Iterator[Services]:
 
 
 def _fail(exc: VoicemonError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc.field + ': ' if exc.field else ''}{exc.message}")
+    err.print(f"[red]error:[/red] {exc.field + ': ' if exc.field else ''}{exc.message}", highlight=False)
     return typer.Exit(1)
+
+
+def _usage(ctx: typer.Context, message: str, param_hint: str) -> typer.BadParameter:
+    """A usage error (exit code 2) about one option or argument, printed as the parser prints its own."""
+    return typer.BadParameter(message, ctx=ctx, param_hint=f"'{param_hint}'")
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply every schema migration not yet applied."""
-    with _database():
-        pass
-    typer.echo("database is up to date")
+    """Create the schema, or apply every migration not yet applied; says which."""
+    from voicemon.service import Services
+    from voicemon.settings import Settings
+
+    svc = Services(Settings())
+    try:
+        done = svc.migrate()
+    except VoicemonError as exc:
+        raise _fail(exc) from exc
+    finally:
+        svc.db.dispose()
+    if done.before is None:
+        typer.echo(f"created the schema at revision {done.after}")
+    elif done.before == done.after:
+        typer.echo(f"the schema is up to date (revision {done.after})")
+    else:
+        typer.echo(f"upgraded the schema from revision {done.before} to {done.after}")
 
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option(help="ingest, viewer or staff")],
+    ctx: typer.Context,
+    role: Annotated[Role, typer.Option(help="what the key may do", case_sensitive=False)],
     org: Annotated[str | None, typer.Option(help="limit the key to one organization")] = None,
     name: Annotated[str | None, typer.Option(help="a label to recognise the key by")] = None,
 ) -> None:
     """Create a key. The key itself is printed once, alone on the last line."""
     with _database() as svc:
-        created = svc.keys.create(SYSTEM, role, org, name)
+        try:
+            created = svc.keys.create(SYSTEM, role.value, org, name)
+        except ValidationError as exc:
+            # The use case names the option at fault (role, org or name).
+            raise _usage(ctx, exc.message, f"--{exc.field}" if exc.field else "--role") from None
     scope = f" for organization {org}" if org else ""
     typer.echo(f"created {created.record.role} key {created.record.key_id}{scope}; it is shown only once:")
     typer.echo(created.secret)
@@ -84,17 +119,20 @@ def keys_list() -> None:
 
     with _database() as svc:
         records = svc.keys.list(SYSTEM)
-    table = Table("key_id", "role", "organization", "name", "created", "revoked")
-    for r in records:
-        table.add_row(
-            r.key_id,
-            r.role,
-            r.organization_id or "(all)",
-            r.name or "",
-            format_time(r.created_ms),
-            format_time(r.revoked_ms) if r.revoked_ms else "",
-        )
-    Console().print(table)
+    print_table(
+        ("key_id", "role", "organization", "name", "created", "revoked"),
+        [
+            (
+                r.key_id,
+                r.role,
+                r.organization_id or "(all)",
+                r.name or "",
+                format_time(r.created_ms),
+                format_time(r.revoked_ms) if r.revoked_ms else "",
+            )
+            for r in records
+        ],
+    )
 
 
 @keys_app.command("revoke")
@@ -113,21 +151,24 @@ def jobs_list() -> None:
 
     with _database() as svc:
         overview = build_runner(svc).overview(SYSTEM)
-    table = Table("job", "schedule (UTC)", "next run", "last run", "status")
-    for o in overview:
-        last = o.last_run
-        table.add_row(
-            o.job.name,
-            o.job.schedule,
-            format_time(o.next_run_ms),
-            format_time(last.started_ms) if last and last.started_ms else "never",
-            last.status if last else "",
-        )
-    Console().print(table)
+    print_table(
+        ("job", "schedule (UTC)", "next run", "last run", "status"),
+        [
+            (
+                o.job.name,
+                o.job.schedule,
+                format_time(o.next_run_ms),
+                format_time(o.last_run.started_ms) if o.last_run and o.last_run.started_ms else "never",
+                o.last_run.status if o.last_run else "",
+            )
+            for o in overview
+        ],
+    )
 
 
 @jobs_app.command("run")
 def jobs_run(
+    ctx: typer.Context,
     name: Annotated[
         str, typer.Argument(help="aggregate-hourly, aggregate-daily, cleanup-snapshots, cleanup-events")
     ],
@@ -136,23 +177,37 @@ def jobs_run(
     ] = None,
 ) -> None:
     """Run one job now, to its end, and print how it went: status, times, and its summary (JSON) or
-    error. Exit code 1 unless it succeeded."""
+    error. Exit code 1 unless it succeeded (a target the job refuses now, such as an hour not over yet
+    or one older than what it is built from, is a failure too); 2 for an unknown job or a target that
+    does not parse."""
     from voicemon.domain.timeutil import format_time, parse_time_text
+
+    try:
+        target_ms = parse_time_text("target", target)
+    except ValidationError as exc:
+        raise _usage(ctx, exc.message, "--target") from None
     from voicemon.jobs import build_runner
 
-    with _database() as svc:
-        record = build_runner(svc).run_now(SYSTEM, name, parse_time_text("target", target))
-    table = Table.grid(padding=(0, 2))
-    for label, value in (
-        ("job", record.name),
-        ("run", record.run_id),
-        ("status", record.status),
-        ("target", format_time(record.target_ms) if record.target_ms is not None else "(now)"),
-        ("started", format_time(record.started_ms) if record.started_ms else ""),
-        ("finished", format_time(record.finished_ms) if record.finished_ms else ""),
-    ):
-        table.add_row(label, value)
-    Console().print(table)
+    with _database(check_schema=False) as svc:
+        runner = build_runner(svc)
+        try:
+            job = runner.job(name)
+        except NotFoundError as exc:
+            raise _usage(ctx, exc.message, "NAME") from None
+        if target_ms is not None and job.check is None:
+            raise _usage(ctx, f"{name} takes no target", "--target")
+        svc.require_schema()
+        record = runner.run_now(SYSTEM, name, target_ms)
+    print_fields(
+        [
+            ("job", record.name),
+            ("run", record.run_id),
+            ("status", record.status),
+            ("target", format_time(record.target_ms) if record.target_ms is not None else "(now)"),
+            ("started", format_time(record.started_ms) if record.started_ms else ""),
+            ("finished", format_time(record.finished_ms) if record.finished_ms else ""),
+        ]
+    )
     if record.summary:
         typer.echo(record.summary)
     if record.error:
@@ -170,7 +225,11 @@ def worker() -> None:
     from voicemon.settings import Settings
 
     svc = Services(Settings())
-    svc.start(run_dispatcher=True)
+    try:
+        svc.start(run_dispatcher=True)
+    except VoicemonError as exc:  # the schema could not be brought up to date: nothing started yet
+        svc.db.dispose()
+        raise _fail(exc) from exc
     scheduler = Scheduler(build_runner(svc), svc.settings.scheduler_poll_s)
     scheduler.start()
     typer.echo("worker running; Ctrl-C stops it")
@@ -187,7 +246,7 @@ def worker() -> None:
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(help="port to listen on", min=1, max=65535)] = 8000,
     no_scheduler: Annotated[
         bool, typer.Option("--no-scheduler", help="do not run scheduled jobs here")
     ] = False,
@@ -205,14 +264,19 @@ def serve(
 @app.command("demo")
 def demo(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="PORT", help="port to listen on")] = 8000,
-    hours: Annotated[float, typer.Option(help="hours of history to backfill (below raw retention)")] = 24,
-    rate: Annotated[float, typer.Option(help="live artifacts per minute")] = 30,
+    port: Annotated[int, typer.Option(envvar="PORT", help="port to listen on", min=1, max=65535)] = 8000,
+    hours: Annotated[
+        float, typer.Option(help="hours of history to backfill (below raw retention)", min=0)
+    ] = 24,
+    rate: Annotated[float, typer.Option(help="live artifacts per minute; 0 for none", min=0)] = 30,
     seed: Annotated[int | None, typer.Option(help="seed of the simulated pipeline")] = None,
     view: Annotated[bool, typer.Option(help="show the live view when on a terminal")] = True,
 ) -> None:
     """Server with scheduler, a day of history, a live simulated pipeline wired to the retry webhook,
-    and the live view. Prints URL and KEY once the server answers. Ctrl-C stops everything."""
+    and the live view. Prints URL and KEY once the server answers. Ctrl-C stops everything.
+
+    Runs on its own SQLite file in the working directory (voicemon-demo.db, never
+    VOICEMON_DATABASE_URL), deleted and made afresh on every run."""
     from voicemon.cli.demo import run_demo
 
     run_demo(host, port, hours, rate, seed, view)
@@ -220,11 +284,12 @@ def demo(
 
 @app.command("simulate")
 def simulate(
+    ctx: typer.Context,
     url: Annotated[str, typer.Option(help="the voicemon server")] = "http://127.0.0.1:8000",
     key: Annotated[str, typer.Option(envvar="VOICEMON_KEY", help="an ingest or staff key")] = "",
-    rate: Annotated[float, typer.Option(help="live artifacts per minute; 0 for none")] = 30,
+    rate: Annotated[float, typer.Option(help="live artifacts per minute; 0 for none", min=0)] = 30,
     backfill_hours: Annotated[
-        float, typer.Option(help="first fill this many past hours, then aggregate")
+        float, typer.Option(help="first fill this many past hours, then aggregate", min=0)
     ] = 0,
     backfill_rate: Annotated[float, typer.Option(help="artifacts per hour in the backfill")] = 150,
     organizations: Annotated[int, typer.Option(help="number of organizations (Zipf-like volumes)")] = 8,
@@ -238,11 +303,7 @@ def simulate(
 ) -> None:
     """A realistic multi-organization pipeline reporting through the SDK and honouring retries."""
     if not key:
-        err.print("[red]error:[/red] --key: an ingest or staff key is required")
-        raise typer.Exit(2)
-    if backfill_hours < 0 or rate < 0:
-        err.print("[red]error:[/red] --rate and --backfill-hours must not be negative")
-        raise typer.Exit(2)
+        raise _usage(ctx, "an ingest or staff key is required: pass --key or set VOICEMON_KEY", "--key")
     from rich.progress import Progress
 
     from voicemon.sdk import Client
@@ -300,15 +361,16 @@ def _aggregate_over_http(url: str, key: str) -> None:
 
 @app.command("watch")
 def watch_command(
+    ctx: typer.Context,
     url: Annotated[str, typer.Option(help="the voicemon server")] = "http://127.0.0.1:8000",
     key: Annotated[str, typer.Option(envvar="VOICEMON_KEY", help="a viewer or staff key")] = "",
     org: Annotated[str | None, typer.Option(help="one organization only")] = None,
-    once: Annotated[bool, typer.Option(help="print one frame and exit")] = False,
+    once: Annotated[bool, typer.Option(help="print one frame (or, piped, one line) and exit")] = False,
 ) -> None:
-    """A live terminal view: last hour's counters, stage latencies, failures, stuck artifacts."""
+    """A live view: the last 60 minutes' counters, the hour in progress by stage (latencies), recent
+    failures and stuck artifacts, each window named. Piped, one plain line per refresh."""
     if not key:
-        err.print("[red]error:[/red] --key: a viewer or staff key is required")
-        raise typer.Exit(2)
+        raise _usage(ctx, "a viewer or staff key is required: pass --key or set VOICEMON_KEY", "--key")
     import httpx
 
     from voicemon.cli.watch import watch
@@ -317,8 +379,11 @@ def watch_command(
         watch(url, key, org, once=once)
     except KeyboardInterrupt:
         pass
+    except VoicemonError as exc:
+        err.print(f"[red]error:[/red] {url}: {exc.message}", highlight=False)
+        raise typer.Exit(1) from exc
     except httpx.HTTPError as exc:
-        err.print(f"[red]error:[/red] {url}: {exc}")
+        err.print(f"[red]error:[/red] {url}: cannot reach the server ({exc})", highlight=False)
         raise typer.Exit(1) from exc
 
 

@@ -43,7 +43,8 @@ STAFF_ONLY = (Role.STAFF,)
 def require_role(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
         allowed = " or ".join(r.value for r in roles)
-        raise ForbiddenError(f"this needs a {allowed} key", code="forbidden_role")
+        article = "an" if allowed[0] in "aeiou" else "a"
+        raise ForbiddenError(f"this needs {article} {allowed} key", code="forbidden_role")
 
 
 def visible_organization(principal: Principal, requested: str | None) -> str | None:

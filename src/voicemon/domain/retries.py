@@ -4,6 +4,10 @@ A retry's life: ``pending`` (committed, waiting for the pipeline to be told) →
 pipeline acknowledged the command) → ``succeeded`` or ``failed``. It ends ``succeeded`` at the
 artifact's next ``artifact_completed``, ``failed`` at its next failure event, or ``failed`` when the
 command could not be delivered at all.
+
+What may be retried: a failed artifact, or a stuck one (:func:`retry_origin`), from a stage no later
+than the one it failed in or is stuck in, or in full (:func:`check_start`): the stages a later start
+would skip never produced the output it needs.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from enum import StrEnum
 from voicemon.domain.events import Event
 from voicemon.domain.model import FAILURE_TYPES, ArtifactKey, EventType, Stage, Status, artifact_key
 from voicemon.domain.timeutil import HOUR_MS
+from voicemon.errors import ConflictError
 
 MAX_RETRIES_PER_HOUR = 10
 RATE_WINDOW_MS = HOUR_MS
@@ -39,6 +44,14 @@ class RetryStatus(StrEnum):
 
 IN_FLIGHT: frozenset[RetryStatus] = frozenset({RetryStatus.PENDING, RetryStatus.DISPATCHED})
 
+
+class FromStatus(StrEnum):
+    """What a retry started from: a failed artifact, or a stuck one (active, and silent too long)."""
+
+    FAILED = "failed"
+    STUCK = "stuck"
+
+
 # The status an artifact is reset to when a retry of that stage starts.
 RESET_STATUS: dict[RetryStage, Status] = {
     RetryStage.TRANSCRIPTION: Status.TRANSCRIBING,
@@ -56,6 +69,61 @@ RESET_STAGE: dict[RetryStage, Stage] = {
     RetryStage.FULL: Stage.INGESTION,
 }
 
+# The stages in the order an artifact goes through them; a retry starts at its RESET_STAGE.
+PIPELINE_ORDER: tuple[Stage, ...] = (
+    Stage.INGESTION,
+    Stage.TRANSCRIPTION,
+    Stage.CLAIMS_EXTRACTION,
+    Stage.ENTITY_RESOLUTION,
+    Stage.DRAFT_GENERATION,
+    Stage.CONFIRMATION,
+)
+_POSITION: dict[Stage, int] = {stage: n for n, stage in enumerate(PIPELINE_ORDER)}
+
+
+def retry_origin(status: Status, stuck: bool) -> FromStatus:
+    """What a retry of an artifact in ``status`` (stuck or not) starts from; raises ConflictError
+    ``not_failed`` (409) for an artifact that is neither failed nor stuck."""
+    if status is Status.FAILED:
+        return FromStatus.FAILED
+    if stuck:
+        return FromStatus.STUCK
+    raise ConflictError(f"artifact is neither failed nor stuck (it is {status.value})", code="not_failed")
+
+
+def allowed_stages(reached: Stage | None) -> tuple[RetryStage, ...]:
+    """The retries that may start on an artifact that got as far as ``reached`` (the stage it failed in,
+    or is stuck in): ``full``, and each stage retry that starts at ``reached`` or before it. Only
+    ``full`` when the stage is unknown (None).
+
+    >>> [s.value for s in allowed_stages(Stage.CLAIMS_EXTRACTION)]
+    ['transcription', 'claims_extraction', 'full']
+    """
+    if reached is None:
+        return (RetryStage.FULL,)
+    last = _POSITION[reached]
+    return tuple(s for s in RetryStage if s is RetryStage.FULL or _POSITION[RESET_STAGE[s]] <= last)
+
+
+def check_start(stage: RetryStage, origin: FromStatus, reached: Stage | None) -> None:
+    """Refuse a retry that would start after the stage the artifact got to: ``reached`` is its failed
+    stage when ``origin`` is failed, its current stage when stuck. Raises ConflictError
+    ``stage_after_failure`` (409)."""
+    allowed = allowed_stages(reached)
+    if stage in allowed:
+        return
+    where = "failed in" if origin is FromStatus.FAILED else "is stuck in"
+    if reached is None:
+        raise ConflictError(
+            f"the stage this artifact {where} is unknown, so only a full retry is accepted",
+            code="stage_after_failure",
+        )
+    raise ConflictError(
+        f"artifact {where} {reached.value}: a {stage.value} retry would start after it, and the stages"
+        f" it skips never produced their output (accepted: {', '.join(s.value for s in allowed)})",
+        code="stage_after_failure",
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class Retry:
@@ -67,6 +135,7 @@ class Retry:
     requested_by: str
     reason: str | None
     status: RetryStatus
+    from_status: FromStatus
     created_ms: int
     dispatched_ms: int | None = None
     finished_ms: int | None = None

@@ -126,12 +126,16 @@ def floor_to(ms: int, unit_ms: int) -> int:
 # Epoch milliseconds in a query string: ASCII digits only (str.isdigit also takes "²" and Arabic digits).
 # Twenty digits are more than any valid time has, and few enough for int() to parse at once.
 _EPOCH_MS = re.compile(r"-?[0-9]{1,20}")
+# An RFC 3339 time whose "+" offset reached us as a space: an unencoded "+" in a query string means one.
+_PLUS_AS_SPACE = re.compile(_DATE + _TIME + r" [0-9]{2}:[0-9]{2}")
 
 
 def parse_time_text(name: str, value: str | None) -> int | None:
     """A query-string (or command-line) time: RFC 3339 with offset, or epoch milliseconds as digits.
 
-    Raises ValidationError naming ``name``, with the code of :class:`TimeParseError` or ``empty``.
+    Raises ValidationError naming ``name``, with the code of :class:`TimeParseError` or ``empty``; when
+    the value is such a time with a space where its offset's ``+`` belongs, the message says to send
+    ``+`` as ``%2B``.
 
     >>> parse_time_text("end", "1795863900000")
     1795863900000
@@ -144,4 +148,7 @@ def parse_time_text(name: str, value: str | None) -> int | None:
     try:
         return parse_time(candidate)
     except TimeParseError as exc:
-        raise ValidationError(str(exc), code=exc.code, field=name) from None
+        message = str(exc)
+        if _PLUS_AS_SPACE.fullmatch(value):
+            message += "; a space stands where the offset's + belongs: in a query string, send + as %2B"
+        raise ValidationError(message, code=exc.code, field=name) from None

@@ -26,7 +26,13 @@ def build_runner(services: Services) -> JobRunner:
         if target_ms is None:
             return agg.hourly_catch_up()
         hour = period_start(Period.HOURLY, target_ms)
-        return {"aggregated": [format_time(hour)], "rows": agg.aggregate_hour(hour)}
+        rows = agg.aggregate_hour(hour)
+        days = agg.redo_days_of([hour], services.clock.now_ms())
+        return {
+            "aggregated": [format_time(hour)],
+            "rows": rows,
+            "days_redone": [format_time(d) for d in days],
+        }
 
     def daily(target_ms: int | None) -> dict[str, object]:
         if target_ms is None:

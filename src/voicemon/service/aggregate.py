@@ -45,12 +45,14 @@ from voicemon.storage.snapshots import ALL_SCOPES
 logger = logging.getLogger(__name__)
 
 
-def parts_from_events(conn: Connection, start_ms: int, end_ms: int) -> dict[str, SnapshotParts]:
-    """Snapshot parts of every scope, straight from the raw events of ``[start_ms, end_ms)``: SQL counts
-    and sums in one pass, sketches from the streamed durations."""
+def parts_from_events(
+    conn: Connection, start_ms: int, end_ms: int, scope: str | None = ALL_SCOPES
+) -> dict[str, SnapshotParts]:
+    """Snapshot parts of every scope (or of one ``scope``, "" = platform), straight from the raw events
+    of ``[start_ms, end_ms)``: SQL counts and sums in one pass, sketches from the streamed durations."""
     return build_parts(
-        snapshot_store.type_groups(conn, start_ms, end_ms),
-        snapshot_store.end_to_end_samples(conn, start_ms, end_ms),
+        snapshot_store.type_groups(conn, start_ms, end_ms, scope),
+        snapshot_store.end_to_end_samples(conn, start_ms, end_ms, scope),
     )
 
 
@@ -215,11 +217,25 @@ class Aggregator:
         todo = self._todo(Period.HOURLY, starts)
         for hour in todo:
             self.aggregate_hour(hour)
+        days = self.redo_days_of(todo, now_ms)
         return {
             "aggregated": [format_time(h) for h in todo],
             "checked": len(starts),
+            "days_redone": [format_time(d) for d in days],
             "blocks_rebuilt": self.rebuild_blocks(),
         }
+
+    def redo_days_of(self, hours: list[int], now_ms: int) -> list[int]:
+        """Roll up again every complete day, inside hourly retention, of the hours just redone, so that a
+        late event reaches the daily row in the same run as its hour (SPEC 6.3): hourly and daily answers
+        never disagree for longer than one hourly run. The day in progress is rolled up by the daily job
+        once it is complete."""
+        oldest = self.oldest_start_ms(Period.DAILY, now_ms)
+        days = sorted({period_start(Period.DAILY, h) for h in hours})
+        days = [d for d in days if d >= oldest and is_complete(Period.DAILY, d, now_ms)]
+        for day in days:
+            self.aggregate_day(day, blocks=False)
+        return days
 
     def daily_catch_up(self) -> dict[str, Any]:
         """Roll up every complete day inside hourly retention never rolled up or marked since."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from voicemon.clock import Clock, SystemClock
 from voicemon.domain.access import WRITERS, Principal, require_role
+from voicemon.errors import ConflictError
 from voicemon.service.dispatch import Dispatcher
 from voicemon.service.ingest import IngestResult, validate_items
 from voicemon.service.keys import KeyService
@@ -27,6 +28,7 @@ from voicemon.service.transports import Transport
 from voicemon.service.writer import GroupCommitWriter
 from voicemon.settings import Settings
 from voicemon.storage import Database, migrate
+from voicemon.storage.migrate import SchemaState, Upgraded
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ class Services:
         self.queries = Queries(self.db, self.clock, settings.stuck_after_ms)
         self.keys = KeyService(self.db, self.clock, settings.key_cache_s)
         self.orgs = OrgService(self.db, self.clock)
-        self.metrics = MetricsQueries(self.db, self.clock, self.settings.hourly_retention_ms)
+        self.metrics = MetricsQueries(self.db, self.clock, self.settings)
         if retry_transport is None and settings.retry_webhook_url:
             secret = settings.retry_webhook_secret
             if secret is None:
@@ -70,11 +72,46 @@ class Services:
         )
         self._retry_delivery = RetryDelivery(self.db, self.clock, retry_policy(settings), retry_transport)
         self.dispatcher.register(RETRY_KIND, self._retry_delivery)
-        self.retries = RetryService(self.db, self.clock, on_commit=self.dispatcher.wake)
+        self.retries = RetryService(
+            self.db,
+            self.clock,
+            settings.stuck_after_ms,
+            has_handler=lambda: self.retry_transport is not None,
+            on_commit=self.dispatcher.wake,
+        )
 
-    def migrate(self) -> None:
-        """Apply every schema migration not yet applied (idempotent)."""
-        migrate.upgrade(self.db)
+    def migrate(self) -> Upgraded:
+        """Apply every schema migration not yet applied (idempotent); says from which revision to which.
+        Raises ConflictError when a newer voicemon migrated the database."""
+        state = migrate.schema_state(self.db)
+        if not state.known:
+            raise ConflictError(self._newer_schema(state), code="schema_unknown")
+        return migrate.upgrade(self.db)
+
+    def require_schema(self) -> None:
+        """Raise ConflictError unless the database has the schema of this code (``schema_missing``,
+        ``schema_behind`` or ``schema_unknown``); one read of its revision, so it creates nothing."""
+        state = migrate.schema_state(self.db)
+        where = self.db.engine.url.render_as_string(hide_password=True)
+        if not state.known:
+            raise ConflictError(self._newer_schema(state), code="schema_unknown")
+        if state.current is None:
+            raise ConflictError(
+                f"the database {where} has no voicemon schema: run voicemon db upgrade", code="schema_missing"
+            )
+        if not state.is_current:
+            raise ConflictError(
+                f"the database {where} has the schema of revision {state.current}, and this voicemon "
+                f"needs {state.head}: run voicemon db upgrade",
+                code="schema_behind",
+            )
+
+    def _newer_schema(self, state: SchemaState) -> str:
+        where = self.db.engine.url.render_as_string(hide_password=True)
+        return (
+            f"the database {where} has the schema of revision {state.current}, which this voicemon does "
+            f"not know (its newest is {state.head}): a newer voicemon migrated it"
+        )
 
     def start(self, *, migrate_schema: bool = True, run_dispatcher: bool = False) -> None:
         """Migrate, start the ingest writer and, when asked, the outbox dispatcher's threads."""

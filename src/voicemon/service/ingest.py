@@ -7,8 +7,9 @@ The data path, in order:
 2. :class:`~voicemon.service.writer.GroupCommitWriter` collects the events of concurrent requests.
 3. :func:`store_events` runs inside one write transaction: it drops ids already stored, locks and folds
    the artifacts, inserts the events, adds the minute-counter deltas, and bumps the version of every
-   hour and day it added events to (so an aggregated period knows it must be redone). A fixed number
-   of statements per call, whatever the batch size.
+   hour and day it added events to (so an aggregated period knows it must be redone), and records the
+   artifacts whose place in the artifact list changed (so a cursor lists them where they were). A fixed
+   number of statements per call, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[s
     counter_store.add_to_buckets(conn, bucket_deltas(timed))
     snapshot_store.bump_versions(conn, touched_periods(timed))
     retry_store.finish_many(conn, outcomes)
+    # Last: it may take the artifact list's version lock, which no writer may hold while it waits.
+    artifact_store.record_moves(conn, before, [after[k] for k in changed])
     return {e.event_id for e in timed}
 
 

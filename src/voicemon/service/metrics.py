@@ -4,18 +4,25 @@ Every roll-up is :func:`~voicemon.domain.snapshot.merge_parts` over stored rows:
 sketches merge, and percentiles and rates are computed once, from the merged parts. A range reads the
 fewest rows that give its exact answer: fresh day blocks for runs of days, fresh daily rows for whole days
 of hours (:func:`~voicemon.domain.periods.plan_cover`), and the rows themselves for the rest.
+
+Every range answer also says what it covers (:mod:`~voicemon.domain.coverage`): the periods newer than
+the newest aggregated one (the hour in progress, the hour waiting for its run) are computed live from what
+they are built from, in the same read, and merged like stored rows; periods that are neither are listed as
+missing, never shown as zeros without a word.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 
 from voicemon.clock import Clock
 from voicemon.domain.access import READERS, STAFF_ONLY, Principal, aggregate_scope, require_role
 from voicemon.domain.counters import PLATFORM_SCOPE
-from voicemon.domain.periods import Cover, Period, period_start, plan_cover, units_above
+from voicemon.domain.coverage import RangePlan, plan_range
+from voicemon.domain.periods import Cover, Period, ceil_to, period_start, plan_cover, units_above
 from voicemon.domain.records import SnapshotRow
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.snapshot_fields import ORG_BREAKDOWN
@@ -24,8 +31,10 @@ from voicemon.domain.timeutil import DAY_MS
 from voicemon.errors import ValidationError
 from voicemon.service.aggregate import parts_from_events
 from voicemon.service.orgs import display_names
+from voicemon.settings import Settings
 from voicemon.storage import Database
 from voicemon.storage import snapshots as snapshot_store
+from voicemon.storage.snapshots import ALL_SCOPES
 
 DEFAULT_RANGE_MS = {Period.HOURLY: DAY_MS, Period.DAILY: 30 * DAY_MS}
 
@@ -41,12 +50,23 @@ class Range:
 
 @dataclass(frozen=True, slots=True)
 class Merged:
-    """A range merged into one row; ``computed_ms`` is the newest of the merged rows (None if none)."""
+    """A range merged into one row. ``computed_ms`` is the newest computation among what was merged (now,
+    when a live period is in it; None when nothing was); ``plan`` says what the range covers."""
 
     range: Range
     organization_id: str | None
     parts: SnapshotParts
     computed_ms: int | None
+    plan: RangePlan
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The rows of one scope, oldest first (live ones computed now), and what the range covers."""
+
+    rows: list[SnapshotRow]
+    live: frozenset[int]
+    plan: RangePlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,26 +78,153 @@ class OrgItem:
     parts: SnapshotParts
 
 
+@dataclass(frozen=True, slots=True)
+class OrgBreakdown:
+    items: list[OrgItem]
+    plan: RangePlan
+
+
 class MetricsQueries:
-    def __init__(self, db: Database, clock: Clock, hourly_retention_ms: int) -> None:
+    def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
         self._db = db
         self._clock = clock
-        self._hourly_retention_ms = hourly_retention_ms
+        self._hourly_retention_ms = settings.hourly_retention_ms
+        self._event_retention_ms = settings.event_retention_ms
 
     def resolve_range(self, period: Period, start_ms: int | None, end_ms: int | None) -> Range:
-        """Fill in a missing end (now) and start (a day of hours, or 30 days); refuse an empty range."""
+        """Fill in a missing end (now) and start (a day of hours, or 30 days); refuse an empty range.
+        The default range is the last 24 periods of hours (30 of days) that have begun, the one in
+        progress included."""
         end = end_ms if end_ms is not None else self._clock.now_ms()
         start = start_ms if start_ms is not None else end - DEFAULT_RANGE_MS[period]
         if start >= end:
             raise ValidationError("must be before end", code="empty_range", field="start")
         return Range(period, start, end)
 
-    def history(self, principal: Principal, r: Range, organization_id: str | None) -> list[SnapshotRow]:
-        """Rows of one scope, oldest first: platform-wide rows only when no organization is named."""
+    def history(self, principal: Principal, r: Range, organization_id: str | None) -> History:
+        """Rows of one scope, oldest first: platform-wide rows only when no organization is named. Live
+        periods come as rows computed now; an organization's only when it had events in them."""
         require_role(principal, *READERS)
         scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
+        now_ms = self._clock.now_ms()
         with self._db.read() as conn:
-            return snapshot_store.load_rows(conn, r.period.value, r.start_ms, r.end_ms, scope)
+            plan = self._plan(conn, r, now_ms)
+            rows = snapshot_store.load_rows(conn, r.period.value, r.start_ms, r.end_ms, scope)
+            live = self._live(conn, plan, scope)
+        for start, parts in live.items():
+            if scope == PLATFORM_SCOPE or any(parts.counts):
+                rows.append(SnapshotRow(r.period.value, start, scope, now_ms, parts))
+        rows.sort(key=lambda row: row.period_start_ms)
+        return History(rows, frozenset(live), plan)
+
+    def summary(self, principal: Principal, r: Range, organization_id: str | None) -> Merged:
+        """The range merged into one row: equal to merging every row ``history`` gives. ``computed_ms``
+        is the newest of the rows read (a block or a day is computed after the rows it merges)."""
+        require_role(principal, *READERS)
+        scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
+        now_ms = self._clock.now_ms()
+        with self._db.read() as conn:
+            parts, computed, plan = self._merge(conn, r, scope, now_ms)
+        return Merged(r, organization_id, parts, computed, plan)
+
+    def current_hour(self, principal: Principal, organization_id: str | None) -> Merged:
+        """The hour in progress, computed from raw events on demand (nothing is stored: the hour is not
+        complete). Its range ends now."""
+        require_role(principal, *READERS)
+        scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
+        now_ms = self._clock.now_ms()
+        start = period_start(Period.HOURLY, now_ms)
+        r = Range(Period.HOURLY, start, now_ms + 1)
+        with self._db.read() as conn, conn.begin():
+            parts = parts_from_events(conn, start, now_ms + 1, scope).get(scope, SnapshotParts())
+        plan = plan_range(
+            Period.HOURLY,
+            start,
+            now_ms + 1,
+            now_ms,
+            stored=(),
+            stale=(),
+            newest_stored_ms=None,
+            live_from_ms=start,
+        )
+        return Merged(r, organization_id, parts, now_ms, plan)
+
+    def by_organization(self, principal: Principal, r: Range) -> OrgBreakdown:
+        """One merged item per organization with events in the range: received desc, then id. Only the
+        parts the breakdown's fields read (:data:`ORG_BREAKDOWN`) are read from stored rows; live periods
+        add what they computed."""
+        require_role(principal, *STAFF_ONLY)
+        with self._db.read() as conn:
+            plan = self._plan(conn, r, self._clock.now_ms())
+            totals = snapshot_store.org_totals(conn, r.period.value, self._cover(conn, r), _ORG_READS)
+            merged = {t.scope: t.parts for t in totals}
+            for live in self._live(conn, plan, ALL_SCOPES).values():
+                for scope, parts in live.items():
+                    if scope != PLATFORM_SCOPE:
+                        merged.setdefault(scope, SnapshotParts()).merge(parts)
+            names = display_names(conn, merged)
+        items = [OrgItem(scope, names[scope], parts) for scope, parts in merged.items()]
+        items.sort(key=lambda i: (-i.parts.received, i.organization_id))
+        return OrgBreakdown(items, plan)
+
+    # --- the pieces every range answer is made of ------------------------------------------------------
+
+    def _plan(self, conn: Connection, r: Range, now_ms: int) -> RangePlan:
+        versions = snapshot_store.versions(conn, r.period.value, r.start_ms, r.end_ms)
+        stored = {s for s, (_, done) in versions.items() if done is not None}
+        stale = {s for s, (version, done) in versions.items() if done is not None and version > done}
+        return plan_range(
+            r.period,
+            r.start_ms,
+            r.end_ms,
+            now_ms,
+            stored=stored,
+            stale=stale,
+            newest_stored_ms=snapshot_store.newest_aggregated(conn, r.period.value),
+            live_from_ms=self._live_from(r.period, now_ms),
+        )
+
+    def _live_from(self, period: Period, now_ms: int) -> int:
+        """The oldest period computable live: an hour while its raw events are all kept, a day while its
+        hourly rows are."""
+        kept_ms = self._event_retention_ms if period is Period.HOURLY else self._hourly_retention_ms
+        return ceil_to(now_ms - kept_ms, period.length_ms)
+
+    def _live(self, conn: Connection, plan: RangePlan, scope: str | None) -> dict[int, Any]:
+        """The parts of each live period of a plan, computed now: for one scope (a ``SnapshotParts`` per
+        period), or for every scope (a dict of scope to parts per period) when ``scope`` is ALL_SCOPES.
+        An hour is computed from its raw events; a day as the hourly range of its hours, which reads the
+        hours already aggregated and computes the rest live."""
+        out: dict[int, Any] = {}
+        for start in plan.live:
+            end = min(start + plan.period.length_ms, plan.now_ms + 1)
+            if plan.period is Period.HOURLY:
+                by_scope = parts_from_events(conn, start, end, scope)
+                out[start] = by_scope if scope is ALL_SCOPES else by_scope.get(scope, SnapshotParts())
+            elif scope is ALL_SCOPES:
+                hours = Range(Period.HOURLY, start, end)
+                rows = snapshot_store.load_rows(conn, Period.HOURLY.value, start, end, ALL_SCOPES)
+                by_scope = {}
+                for row in rows:
+                    by_scope.setdefault(row.scope, SnapshotParts()).merge(row.parts)
+                for live in self._live(conn, self._plan(conn, hours, plan.now_ms), ALL_SCOPES).values():
+                    for s, parts in live.items():
+                        by_scope.setdefault(s, SnapshotParts()).merge(parts)
+                out[start] = by_scope
+            else:
+                out[start] = self._merge(conn, Range(Period.HOURLY, start, end), scope, plan.now_ms)[0]
+        return out
+
+    def _merge(
+        self, conn: Connection, r: Range, scope: str, now_ms: int
+    ) -> tuple[SnapshotParts, int | None, RangePlan]:
+        plan = self._plan(conn, r, now_ms)
+        rows = snapshot_store.load_cover(conn, r.period.value, self._cover(conn, r), scope)
+        live = self._live(conn, plan, scope)
+        computed = max((row.computed_ms for row in rows), default=None)
+        if live:
+            computed = now_ms
+        return merge_parts([*(row.parts for row in rows), *live.values()]), computed, plan
 
     def _cover(self, conn: Connection, r: Range) -> Cover:
         """How to read a range in the fewest rows. A daily row stands in for its hours only while they
@@ -88,36 +235,3 @@ class MetricsQueries:
         types = [u.period_type for u in units_above(r.period)]
         fresh = snapshot_store.fresh_periods(conn, types, oldest, r.end_ms)
         return plan_cover(r.period, r.start_ms, r.end_ms, fresh)
-
-    def summary(self, principal: Principal, r: Range, organization_id: str | None) -> Merged:
-        """The range merged into one row: equal to merging every row ``history`` gives. ``computed_ms``
-        is the newest of the rows read (a block or a day is computed after the rows it merges)."""
-        require_role(principal, *READERS)
-        scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
-        with self._db.read() as conn:
-            rows = snapshot_store.load_cover(conn, r.period.value, self._cover(conn, r), scope)
-        computed = max((row.computed_ms for row in rows), default=None)
-        return Merged(r, organization_id, merge_parts(row.parts for row in rows), computed)
-
-    def current_hour(self, principal: Principal, organization_id: str | None) -> Merged:
-        """The hour in progress, computed from raw events on demand (nothing is stored: the hour is not
-        complete). Its range ends now."""
-        require_role(principal, *READERS)
-        scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
-        now_ms = self._clock.now_ms()
-        start = period_start(Period.HOURLY, now_ms)
-        with self._db.read() as conn, conn.begin():
-            parts = parts_from_events(conn, start, now_ms + 1).get(scope, SnapshotParts())
-        return Merged(Range(Period.HOURLY, start, now_ms), organization_id, parts, now_ms)
-
-    def by_organization(self, principal: Principal, r: Range) -> list[OrgItem]:
-        """One merged item per organization with rows in the range: received desc, then id. Only the
-        parts the breakdown's fields read (:data:`ORG_BREAKDOWN`) are read and merged; the rest stay
-        empty."""
-        require_role(principal, *STAFF_ONLY)
-        with self._db.read() as conn:
-            totals = snapshot_store.org_totals(conn, r.period.value, self._cover(conn, r), _ORG_READS)
-            names = display_names(conn, (t.scope for t in totals))
-        items = [OrgItem(t.scope, names[t.scope], t.parts) for t in totals]
-        items.sort(key=lambda i: (-i.parts.received, i.organization_id))
-        return items

@@ -61,16 +61,21 @@ class Queries:
     def list_events(
         self, principal: Principal, f: EventFilter, cursor: str | None, limit: int
     ) -> Page[StoredEvent]:
+        """Newest first. ``cursor`` must be one this list returned for the same filter (the caller's
+        organization filled in), else :class:`~voicemon.errors.BadRequest` (``invalid_cursor``)."""
         require_role(principal, *READERS)
         org = visible_organization(principal, f.organization_id)
         f = EventFilter(f.event_type, f.pipeline_stage, org, f.artifact_id, f.start_ms, f.end_ms)
-        after = decode_cursor(cursor, "ev", int) if cursor else None
+        scope = (f.event_type, f.pipeline_stage, f.organization_id, f.artifact_id, f.start_ms, f.end_ms)
+        after = decode_cursor(cursor, "ev", scope, int, int) if cursor else None
         with self._db.read() as conn:
             rows = event_store.list_events(conn, f, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         last = rows[-1] if rows else None
-        next_cursor = encode_cursor("ev", (last.event.timestamp_ms, last.seq)) if more and last else None
+        next_cursor = (
+            encode_cursor("ev", scope, (last.event.timestamp_ms, last.seq)) if more and last else None
+        )
         return Page(rows, next_cursor)
 
     def list_artifacts(
@@ -81,19 +86,26 @@ class Queries:
         cursor: str | None,
         limit: int,
     ) -> Page[tuple[ArtifactState, bool]]:
+        """Newest received first, each artifact with whether it is stuck. A cursor goes on at the list
+        version its first page read (see :func:`voicemon.storage.artifacts.list_artifacts`); it must be
+        one this list returned for the same filter, else :class:`~voicemon.errors.BadRequest`."""
         require_role(principal, *READERS)
         org = visible_organization(principal, organization_id)
         now_ms = self._clock.now_ms()
         f = ArtifactFilter(status, org, now_ms - self._stuck_after_ms)
-        after = decode_cursor(cursor, "art", str, str) if cursor else None
+        # "stuck" is judged at each page's own time; the filter is the status and the organization.
+        scope = (status, org)
+        after = decode_cursor(cursor, "art", scope, int, int, str, str) if cursor else None
         with self._db.read() as conn:
-            rows = artifact_store.list_artifacts(conn, f, after, limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        items = [(s, s.is_stuck(now_ms, self._stuck_after_ms)) for s in rows]
+            page = artifact_store.list_artifacts(conn, f, after, limit + 1)
+        more = len(page.rows) > limit
+        rows = page.rows[:limit]
+        items = [(r.state, r.state.is_stuck(now_ms, self._stuck_after_ms)) for r in rows]
         last = rows[-1] if rows else None
         next_cursor = (
-            encode_cursor("art", (last.listed_at_ms, last.artifact_id, last.key[0]))
+            encode_cursor(
+                "art", scope, (page.version, last.place_ms, last.state.artifact_id, last.state.key[0])
+            )
             if more and last
             else None
         )

@@ -13,7 +13,7 @@ from voicemon.domain.periods import Period, blocks_of
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS
 from voicemon.settings import Settings
 from voicemon.storage import Database
-from voicemon.storage.retention import delete_expired, delete_orphan_retries
+from voicemon.storage.retention import delete_expired, delete_orphan_moves, delete_orphan_retries
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class Retention:
             "job_runs_deleted": self._drain("job_runs", now_ms - s.job_run_retention_d * DAY_MS),
             # Retry history outlives raw events: it goes with its artifact's summary.
             "retries_deleted": self._drain_batches(delete_orphan_retries),
+            # Where artifacts were listed before they moved (decision 0024): they go with the artifact.
+            "artifact_moves_deleted": self._drain_batches(delete_orphan_moves),
             # Settled deliveries only, by when they settled: an entry still owed is kept.
             "outbox_deleted": self._drain("outbox", now_ms - s.outbox_retention_d * DAY_MS),
         }

@@ -3,7 +3,8 @@
 Everything a retry changes commits together or not at all: the retry record, its ``retry_initiated``
 event (stored through the same path as ingested events, so counters and the timeline see it, and whose
 fold resets the artifact's status), and the outbox entry the dispatcher delivers after commit. Every
-refusal raises before anything is written, inside the transaction, so it leaves no trace.
+refusal raises before anything is written, inside the transaction, so it leaves no trace; they are
+checked in the order of SPEC 9, the first that applies answers.
 """
 
 from __future__ import annotations
@@ -18,18 +19,28 @@ from voicemon.clock import Clock
 from voicemon.domain.access import READERS, STAFF_ONLY, Principal, require_role
 from voicemon.domain.artifacts import ArtifactState, choose_artifact
 from voicemon.domain.ids import time_ordered_id
-from voicemon.domain.model import EventType, Status
+from voicemon.domain.model import EventType
 from voicemon.domain.retries import (
     MAX_REASON_CHARS,
     MAX_RETRIES_PER_HOUR,
     RATE_WINDOW_MS,
     EventMaker,
+    FromStatus,
     Retry,
     RetryStage,
     RetryStatus,
+    check_start,
+    retry_origin,
 )
 from voicemon.domain.text import require_text
-from voicemon.errors import ConflictError, IntegrityConflict, NotFoundError, RateLimitError, ValidationError
+from voicemon.errors import (
+    ConflictError,
+    IntegrityConflict,
+    NotFoundError,
+    RateLimitError,
+    UnavailableError,
+    ValidationError,
+)
 from voicemon.service.ingest import store_events
 from voicemon.storage import Database
 from voicemon.storage import artifacts as artifact_store
@@ -70,9 +81,23 @@ class RetryCommand:
 
 
 class RetryService:
-    def __init__(self, db: Database, clock: Clock, on_commit: Callable[[], None] | None = None) -> None:
+    """Retries of failed and stuck artifacts. ``stuck_after_ms`` is the stuck threshold (SPEC 4);
+    ``has_handler`` says, when asked, whether retry commands have anywhere to go (a webhook or an
+    in-process handler: it may be registered after this service is built); ``on_commit`` is called
+    after each accepted retry commits (it wakes the dispatcher)."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        stuck_after_ms: int,
+        has_handler: Callable[[], bool],
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock
+        self._stuck_after_ms = stuck_after_ms
+        self._has_handler = has_handler
         self._on_commit = on_commit
 
     def request(
@@ -83,10 +108,11 @@ class RetryService:
         reason: str,
         organization_id: str | None = None,
     ) -> Retry:
-        """Start a retry of the artifact named by ``artifact_id`` and ``organization_id`` (see
-        :func:`~voicemon.domain.artifacts.choose_artifact`); raises NotFound (404), Conflict
-        ``retry_in_progress`` / ``not_failed`` / ``ambiguous_artifact`` (409), RateLimit (429) or
-        Forbidden (403), each before anything is written."""
+        """Start a retry of the failed or stuck artifact named by ``artifact_id`` and ``organization_id``
+        (see :func:`~voicemon.domain.artifacts.choose_artifact`). Raises, in this order and each before
+        anything is written: NotFound (404); Conflict ``ambiguous_artifact``, ``not_failed``,
+        ``retry_in_progress``, ``stage_after_failure`` (409); Unavailable ``no_retry_handler`` (503);
+        RateLimit ``too_many_retries`` (429). Forbidden (403) and Validation (422) come first."""
         require_role(principal, *STAFF_ONLY)
         retry_stage = _parse_stage(stage)
         require_text("reason", reason, max_chars=MAX_REASON_CHARS)
@@ -95,6 +121,7 @@ class RetryService:
             with self._db.write() as conn:
                 state = self._locked(conn, principal, artifact_id, organization_id, now_ms)
                 key = state.key
+                origin = retry_origin(state.status, state.is_stuck(now_ms, self._stuck_after_ms))
                 stats = retry_store.stats(conn, key, now_ms - RATE_WINDOW_MS)
                 flying = stats.in_flight
                 if flying is not None:
@@ -102,8 +129,14 @@ class RetryService:
                         f"retry {flying.retry_id} of this artifact is still {flying.status.value}",
                         code="retry_in_progress",
                     )
-                if state.status is not Status.FAILED:
-                    raise ConflictError("Artifact not in failed state", code="not_failed")
+                reached = state.failed_stage if origin is FromStatus.FAILED else state.current_stage
+                check_start(retry_stage, origin, reached)
+                if not self._has_handler():
+                    raise UnavailableError(
+                        "no retry handler is configured (set VOICEMON_RETRY_WEBHOOK_URL or register an"
+                        " in-process handler): the pipeline cannot be told to retry",
+                        code="no_retry_handler",
+                    )
                 if stats.recent >= MAX_RETRIES_PER_HOUR:
                     raise RateLimitError(
                         f"at most {MAX_RETRIES_PER_HOUR} retries of one artifact per hour",
@@ -118,6 +151,7 @@ class RetryService:
                     requested_by=principal.name or principal.key_id,
                     reason=reason,
                     status=RetryStatus.PENDING,
+                    from_status=origin,
                     created_ms=now_ms,
                 )
                 retry_store.insert_retry(conn, retry)

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import BigInteger, Connection, and_, exists, func, literal, select, tuple_, union_all
 
 from voicemon.domain.artifacts import ArtifactState
 from voicemon.domain.model import ACTIVE_STATUSES, ArtifactKey, Stage, Status
 from voicemon.storage.dialect import Answer, ask_pairs, insert_sql, locks_rows, send_many
-from voicemon.storage.tables import artifacts
+from voicemon.storage.tables import artifact_moves, artifacts, list_versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +166,117 @@ def find_artifacts(conn: Connection, artifact_id: str) -> list[ArtifactState]:
     return [_from_row(r._mapping) for r in conn.execute(query)]
 
 
+# The artifact list's row in list_versions.
+_LIST_NAME = "artifacts"
+_BUMP_SQL = (
+    "INSERT INTO list_versions (list_name, version) VALUES (?, 1)"
+    " ON CONFLICT (list_name) DO UPDATE SET version = list_versions.version + 1"
+)
+_MOVE_SQL = (
+    "INSERT INTO artifact_moves (owner, artifact_id, version, from_listed_at_ms)"
+    " VALUES (?, ?, (SELECT version FROM list_versions WHERE list_name = ?), ?)"
+)
+
+
+def record_moves(
+    conn: Connection, before: Mapping[ArtifactKey, ArtifactState], after: Sequence[ArtifactState]
+) -> None:
+    """Record the place in the list (``listed_at_ms``) each summary of ``after`` left, when it differs
+    from its summary ``before`` the write, under a new version of the list.
+
+    The bump takes the version row's lock and holds it to the commit, so the versions of moves commit in
+    their order. Call it last in the transaction: a writer that holds it then waits for no other lock.
+    """
+    moves = [
+        (*s.key, _LIST_NAME, old.listed_at_ms)
+        for s in after
+        if (old := before.get(s.key)) is not None and old.listed_at_ms != s.listed_at_ms
+    ]
+    if moves:
+        send_many(conn, _BUMP_SQL, [(_LIST_NAME,)])
+        send_many(conn, _MOVE_SQL, moves)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedArtifact:
+    """An artifact as a page lists it: ``place_ms`` is the time it is listed by as of the page's list
+    version (its ``listed_at_ms`` then; the summary is as it is now)."""
+
+    state: ArtifactState
+    place_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactListPage:
+    """Rows of the artifact list, and the list ``version`` they were placed at."""
+
+    rows: list[ListedArtifact]
+    version: int
+
+
+ListPosition = tuple[int, int, str, str]
+"""Where a page ended: (list version, place_ms, artifact_id, owner) of its last row."""
+
+
 def list_artifacts(
-    conn: Connection, f: ArtifactFilter, after: tuple[int, str, str] | None, limit: int
-) -> list[ArtifactState]:
-    """Newest received first, keyed by (listed_at_ms, artifact_id, owner); ``after`` is the last row
-    returned."""
+    conn: Connection, f: ArtifactFilter, after: ListPosition | None, limit: int
+) -> ArtifactListPage:
+    """Newest received first, by (place, artifact_id, owner); ``after`` is where the last page ended.
+
+    An artifact's place is its ``listed_at_ms`` as of one version of the list: the current one for a
+    first page, the version of ``after`` for the pages after it. A receipt or an older event arriving
+    while a client pages moves the artifact (a new version); the client's pages still list it at the
+    place it had when they began, so it is listed once, neither twice nor never. Rows that are new since
+    then appear in their place. One statement: a first page reads the version beside its rows; a later
+    page reads the rows that have not moved since its version by their index, and those that have at the
+    place their first move since then left.
+    """
+    c = artifacts.c
+    conds = _filter_conditions(f)
+    if after is None:
+        version = func.coalesce(
+            select(list_versions.c.version).where(list_versions.c.list_name == _LIST_NAME).scalar_subquery(),
+            0,
+        )
+        query = select(*artifacts.c, c.listed_at_ms.label("place_ms"), version.label("list_version"))
+        rows = conn.execute(query.where(*conds).order_by(*_order(c.listed_at_ms)).limit(limit)).all()
+        listed = [ListedArtifact(_from_row(r._mapping), r.place_ms) for r in rows]
+        return ArtifactListPage(listed, rows[0].list_version if rows else 0)
+
+    since, place, artifact_id, owner = after
+    m = artifact_moves.c
+    moved_since = exists().where(m.owner == c.owner, m.artifact_id == c.artifact_id, m.version > since)
+    unmoved = (
+        select(*artifacts.c, c.listed_at_ms.label("place_ms"))
+        .where(*conds, ~moved_since, _before(c.listed_at_ms, place, artifact_id, owner))
+        .order_by(*_order(c.listed_at_ms))
+        .limit(limit)
+    )
+    earlier = artifact_moves.alias("earlier")
+    e = earlier.c
+    first_move_since = ~exists().where(
+        e.owner == m.owner, e.artifact_id == m.artifact_id, e.version > since, e.version < m.version
+    )
+    moved = (
+        select(*artifacts.c, m.from_listed_at_ms.label("place_ms"))
+        .select_from(artifact_moves.join(artifacts, and_(c.owner == m.owner, c.artifact_id == m.artifact_id)))
+        .where(
+            m.version > since,
+            first_move_since,
+            *conds,
+            _before(m.from_listed_at_ms, place, artifact_id, owner),
+        )
+        .order_by(*_order(m.from_listed_at_ms))
+        .limit(limit)
+    )
+    # Each part is sorted and limited on its own (its index does the work), then the two are merged.
+    both = union_all(select(unmoved.subquery()), select(moved.subquery())).subquery()
+    query = select(both).order_by(both.c.place_ms.desc(), both.c.artifact_id.desc(), both.c.owner.desc())
+    rows = conn.execute(query.limit(limit)).all()
+    return ArtifactListPage([ListedArtifact(_from_row(r._mapping), r.place_ms) for r in rows], since)
+
+
+def _filter_conditions(f: ArtifactFilter) -> list[Any]:
     c = artifacts.c
     conds: list[Any] = [c.event_count > 0]
     if f.organization_id is not None:
@@ -183,15 +289,18 @@ def list_artifacts(
             conds.append(c.last_event_at_ms < f.stuck_before_ms)
     elif f.status is not None:
         conds.append(c.status == f.status)
-    if after is not None:
-        listed, artifact_id, owner = after
-        conds.append(
-            or_(
-                c.listed_at_ms < listed,
-                and_(c.listed_at_ms == listed, c.artifact_id < artifact_id),
-                and_(c.listed_at_ms == listed, c.artifact_id == artifact_id, c.owner < owner),
-            )
-        )
-    order = (c.listed_at_ms.desc(), c.artifact_id.desc(), c.owner.desc())
-    query = select(artifacts).where(and_(*conds)).order_by(*order)
-    return [_from_row(r._mapping) for r in conn.execute(query.limit(limit))]
+    return conds
+
+
+def _order(place: Any) -> tuple[Any, ...]:
+    c = artifacts.c
+    return place.desc(), c.artifact_id.desc(), c.owner.desc()
+
+
+def _before(place: Any, place_ms: int, artifact_id: str, owner: str) -> Any:
+    """The rows after (place_ms, artifact_id, owner) in the list's order, newest first. A row-value
+    comparison, so that both databases start the index scan there instead of filtering every newer row."""
+    c = artifacts.c
+    return tuple_(place, c.artifact_id, c.owner) < tuple_(
+        literal(place_ms, BigInteger), literal(artifact_id), literal(owner)
+    )

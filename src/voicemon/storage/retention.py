@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Column, Connection, Table, delete, exists, select, tuple_
 
 from voicemon.storage.tables import (
+    artifact_moves,
     artifacts,
     events,
     job_runs,
@@ -54,4 +55,14 @@ def delete_orphan_retries(conn: Connection, batch: int) -> int:
     orphan = ~exists().where(artifacts.c.owner == r.owner, artifacts.c.artifact_id == r.artifact_id)
     chosen = select(r.retry_id).where(orphan).limit(batch)
     result = conn.execute(delete(retries).where(r.retry_id.in_(chosen)))
+    return int(result.rowcount or 0)
+
+
+def delete_orphan_moves(conn: Connection, batch: int) -> int:
+    """Delete up to ``batch`` artifact moves whose artifact summary is gone: a move is only read to list
+    its artifact, so it lives exactly as long as the summary."""
+    m = artifact_moves.c
+    orphan = ~exists().where(artifacts.c.owner == m.owner, artifacts.c.artifact_id == m.artifact_id)
+    chosen = select(m.owner, m.artifact_id, m.version).where(orphan).limit(batch)
+    result = conn.execute(delete(artifact_moves).where(tuple_(m.owner, m.artifact_id, m.version).in_(chosen)))
     return int(result.rowcount or 0)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 
 from voicemon.domain.model import ArtifactKey, owner_organization
-from voicemon.domain.retries import IN_FLIGHT, Outcome, Retry, RetryStage, RetryStatus
+from voicemon.domain.retries import IN_FLIGHT, FromStatus, Outcome, Retry, RetryStage, RetryStatus
 from voicemon.storage.dialect import Answer, ask_pairs, send_many
 from voicemon.storage.tables import retries
 
@@ -25,6 +25,7 @@ def _retry(m: Mapping[Any, Any]) -> Retry:
         requested_by=m["requested_by"],
         reason=m["reason"],
         status=RetryStatus(m["status"]),
+        from_status=FromStatus(m["from_status"]),
         created_ms=m["created_ms"],
         dispatched_ms=m["dispatched_ms"],
         finished_ms=m["finished_ms"],
@@ -66,6 +67,7 @@ def insert_retry(conn: Connection, retry: Retry) -> None:
             requested_by=retry.requested_by,
             reason=retry.reason,
             status=retry.status.value,
+            from_status=retry.from_status.value,
             created_ms=retry.created_ms,
         )
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, and_, case, delete, false, func, or_, select
+from sqlalchemy import Connection, String, and_, case, delete, false, func, literal, or_, select
 
 from voicemon.domain.aggregation import TypeGroup
 from voicemon.domain.model import EventType
@@ -24,16 +24,35 @@ from voicemon.storage.tables import artifacts, events, period_versions, snapshot
 # --- raw events of one period ---------------------------------------------------------------------------
 
 
-def type_groups(conn: Connection, start_ms: int, end_ms: int) -> list[TypeGroup]:
+# Which scopes a raw-event read computes: every scope (:data:`ALL_SCOPES`), or one ("" = platform).
+ALL_SCOPES = None
+
+
+def _scoped(query: Any, scope: str | None, *, group: bool = True) -> Any:
+    """Restrict a raw-event query to one scope. The platform scope needs no per-organization groups;
+    an organization's needs only its own events."""
+    e = events.c
+    if scope is ALL_SCOPES:
+        return query.group_by(e.organization_id) if group else query
+    if scope != "":
+        query = query.where(e.organization_id == scope)
+    return query
+
+
+def _org_column(scope: str | None) -> Any:
+    return events.c.organization_id if scope is ALL_SCOPES else literal(scope or None, String)
+
+
+def type_groups(
+    conn: Connection, start_ms: int, end_ms: int, scope: str | None = ALL_SCOPES
+) -> list[TypeGroup]:
     """One pass in SQL over ``[start_ms, end_ms)``: per (organization, event type) every measure, and the
-    list of durations of the latency samples, as one string per group."""
+    list of durations of the latency samples, as one string per group. With one ``scope``, only that
+    scope's events, grouped by type alone."""
     e = events.c
     samples = case((e.event_type.in_(SAMPLED_TYPE_NAMES), e.duration_us), else_=None)
-    query = (
-        select(e.organization_id, e.event_type, *_MEASURES.values(), concat_integers(conn, samples))
-        .where(e.ts_ms >= start_ms, e.ts_ms < end_ms)
-        .group_by(e.organization_id, e.event_type)
-    )
+    query = select(_org_column(scope), e.event_type, *_MEASURES.values(), concat_integers(conn, samples))
+    query = _scoped(query.where(e.ts_ms >= start_ms, e.ts_ms < end_ms), scope).group_by(e.event_type)
     out = []
     for org, event_type, *totals, durations in conn.execute(query):
         values = dict(zip(_MEASURES, map(int, totals), strict=True))
@@ -55,14 +74,15 @@ SAMPLED_TYPE_NAMES = sorted(t.value for t in SAMPLED_TYPES)
 
 
 def end_to_end_samples(
-    conn: Connection, start_ms: int, end_ms: int
+    conn: Connection, start_ms: int, end_ms: int, scope: str | None = ALL_SCOPES
 ) -> list[tuple[str | None, NDArray[np.int64]]]:
     """Per organization, completed minus received (µs) of each artifact completion in the period, as one
-    string per organization from the GROUP BY (like the stage durations of :func:`type_groups`)."""
+    string per organization from the GROUP BY (like the stage durations of :func:`type_groups`); with one
+    ``scope``, that scope's alone."""
     e = events.c
     a = artifacts.c
     query = (
-        select(e.organization_id, concat_integers(conn, (e.ts_ms - a.received_at_ms) * 1000))
+        select(_org_column(scope), concat_integers(conn, (e.ts_ms - a.received_at_ms) * 1000))
         .select_from(
             events.join(
                 artifacts,
@@ -76,9 +96,9 @@ def end_to_end_samples(
             a.received_at_ms.is_not(None),
             a.received_at_ms <= e.ts_ms,
         )
-        .group_by(e.organization_id)
     )
-    return [(org, integers_of(values)) for org, values in conn.execute(query)]
+    rows = conn.execute(_scoped(query, scope))
+    return [(org, integers_of(values)) for org, values in rows if values is not None]
 
 
 # --- period versions --------------------------------------------------------------------------------------
@@ -177,10 +197,6 @@ def replace_period(
     conn.execute(snapshots.insert(), rows)
 
 
-# Not a string, so that no organization id can ever mean "every scope".
-ALL_SCOPES = None
-
-
 def load_rows(
     conn: Connection, period_type: str, start_ms: int, end_ms: int, scope: str | None
 ) -> list[SnapshotRow]:
@@ -262,6 +278,16 @@ def _sketch_of(value: bytes | None, packed_at: int | None) -> bytes | None:
         return value
     blobs = unpack_sketches(bytes(value))
     return blobs[packed_at] if packed_at < len(blobs) else None
+
+
+def newest_aggregated(conn: Connection, period_type: str) -> int | None:
+    """The start of the newest period of a type that was ever aggregated, or None."""
+    v = period_versions.c
+    query = select(func.max(v.period_start_ms)).where(
+        v.period_type == period_type, v.aggregated_version.is_not(None)
+    )
+    found = conn.scalar(query)
+    return None if found is None else int(found)
 
 
 def aggregated_starts(conn: Connection, period_type: str, start_ms: int, end_ms: int) -> set[int]:

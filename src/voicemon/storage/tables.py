@@ -208,6 +208,8 @@ retries = Table(
     Column("requested_by", String(200), nullable=False),
     Column("reason", Text),
     Column("status", String(16), nullable=False),
+    # What the retry started from: "failed" or "stuck" (SPEC 9).
+    Column("from_status", String(16), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("dispatched_ms", BigInteger),
     Column("finished_ms", BigInteger),
@@ -241,4 +243,29 @@ outbox = Table(
     Column("finished_ms", BigInteger),
     Column("last_error", Text),
     Index(None, "status", "next_attempt_ms"),
+)
+
+# The artifact list's moves (SPEC 7, decision 0024). An artifact is listed by ``listed_at_ms``, which
+# changes when its receipt, or an older event, arrives after it was first listed. Each such write records
+# the place the artifact left, under the list version that moved it, so a cursor taken at an earlier
+# version goes on listing it at the place it had then: never twice, never skipped. Kept as long as the
+# artifact's summary.
+artifact_moves = Table(
+    "artifact_moves",
+    metadata,
+    Column("owner", String(ID), primary_key=True),
+    Column("artifact_id", String(ID), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("from_listed_at_ms", BigInteger, nullable=False),
+    Index(None, "version"),
+)
+
+# One row per list with moves (only "artifacts" so far): its version, bumped by every write that moves
+# rows of it. The bump holds the row's lock until the commit, so versions commit in their order and a
+# read that sees version v sees every move up to v and none after it.
+list_versions = Table(
+    "list_versions",
+    metadata,
+    Column("list_name", String(32), primary_key=True),
+    Column("version", BigInteger, nullable=False),
 )
