@@ -8,12 +8,11 @@ of every table, before and after (``assert_refused``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.conftest import STAFF, Api
 from tests.helpers import ev, items_of
+from tests.integration import test_retries
 from tests.integration.test_retries import (
     ORG,
     accepted_retry,
@@ -42,32 +41,13 @@ ORDER = [
     "draft_generation",
     "confirmation",
 ]
+# The services of test_retries: an in-process handler that records the commands it receives.
+pipeline = test_retries.pipeline
+with_handler = test_retries.with_handler
+services = test_retries.services
+
 RETRY_STAGES = ["transcription", "claims_extraction", "entity_resolution", "draft_generation", "full"]
 UNKNOWN = None
-
-
-@pytest.fixture
-def pipeline() -> list[RetryCommand]:
-    """The commands the in-process retry handler of these tests received."""
-    return []
-
-
-@pytest.fixture
-def with_handler() -> bool:
-    """Whether the services have a retry handler; a test parametrizes it to False to have none."""
-    return True
-
-
-@pytest.fixture
-def services(
-    settings: Settings, clock: FakeClock, with_handler: bool, pipeline: list[RetryCommand]
-) -> Iterator[Services]:
-    svc = Services(settings, clock)
-    if with_handler:
-        svc.set_retry_handler(pipeline.append)
-    svc.start()
-    yield svc
-    svc.stop()
 
 
 def may_start(stage: str, reached: str | None) -> bool:

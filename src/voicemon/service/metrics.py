@@ -22,14 +22,14 @@ from voicemon.clock import Clock
 from voicemon.domain.access import READERS, STAFF_ONLY, Principal, aggregate_scope, require_role
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.coverage import RangePlan, plan_range
-from voicemon.domain.periods import Cover, Period, ceil_to, period_start, plan_cover, units_above
+from voicemon.domain.periods import Cover, Period, period_start, plan_cover, units_above
 from voicemon.domain.records import SnapshotRow
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.snapshot_fields import ORG_BREAKDOWN
 from voicemon.domain.snapshot_layout import reads
 from voicemon.domain.timeutil import DAY_MS
 from voicemon.errors import ValidationError
-from voicemon.service.aggregate import parts_from_events
+from voicemon.service.aggregate import Aggregator, merge_by_scope, parts_from_events
 from voicemon.service.orgs import display_names
 from voicemon.settings import Settings
 from voicemon.storage import Database
@@ -89,7 +89,8 @@ class MetricsQueries:
         self._db = db
         self._clock = clock
         self._hourly_retention_ms = settings.hourly_retention_ms
-        self._event_retention_ms = settings.event_retention_ms
+        # A live period is computable exactly while the aggregation could still build it.
+        self._sources = Aggregator(db, clock, settings)
 
     def resolve_range(self, period: Period, start_ms: int | None, end_ms: int | None) -> Range:
         """Fill in a missing end (now) and start (a day of hours, or 30 days); refuse an empty range.
@@ -159,9 +160,7 @@ class MetricsQueries:
             totals = snapshot_store.org_totals(conn, r.period.value, self._cover(conn, r), _ORG_READS)
             merged = {t.scope: t.parts for t in totals}
             for live in self._live(conn, plan, ALL_SCOPES).values():
-                for scope, parts in live.items():
-                    if scope != PLATFORM_SCOPE:
-                        merged.setdefault(scope, SnapshotParts()).merge(parts)
+                _add_scopes(merged, {s: p for s, p in live.items() if s != PLATFORM_SCOPE})
             names = display_names(conn, merged)
         items = [OrgItem(scope, names[scope], parts) for scope, parts in merged.items()]
         items.sort(key=lambda i: (-i.parts.received, i.organization_id))
@@ -181,14 +180,8 @@ class MetricsQueries:
             stored=stored,
             stale=stale,
             newest_stored_ms=snapshot_store.newest_aggregated(conn, r.period.value),
-            live_from_ms=self._live_from(r.period, now_ms),
+            live_from_ms=self._sources.oldest_start_ms(r.period, now_ms),
         )
-
-    def _live_from(self, period: Period, now_ms: int) -> int:
-        """The oldest period computable live: an hour while its raw events are all kept, a day while its
-        hourly rows are."""
-        kept_ms = self._event_retention_ms if period is Period.HOURLY else self._hourly_retention_ms
-        return ceil_to(now_ms - kept_ms, period.length_ms)
 
     def _live(self, conn: Connection, plan: RangePlan, scope: str | None) -> dict[int, Any]:
         """The parts of each live period of a plan, computed now: for one scope (a ``SnapshotParts`` per
@@ -204,12 +197,9 @@ class MetricsQueries:
             elif scope is ALL_SCOPES:
                 hours = Range(Period.HOURLY, start, end)
                 rows = snapshot_store.load_rows(conn, Period.HOURLY.value, start, end, ALL_SCOPES)
-                by_scope = {}
-                for row in rows:
-                    by_scope.setdefault(row.scope, SnapshotParts()).merge(row.parts)
+                by_scope = merge_by_scope(rows)
                 for live in self._live(conn, self._plan(conn, hours, plan.now_ms), ALL_SCOPES).values():
-                    for s, parts in live.items():
-                        by_scope.setdefault(s, SnapshotParts()).merge(parts)
+                    _add_scopes(by_scope, live)
                 out[start] = by_scope
             else:
                 out[start] = self._merge(conn, Range(Period.HOURLY, start, end), scope, plan.now_ms)[0]
@@ -235,3 +225,9 @@ class MetricsQueries:
         types = [u.period_type for u in units_above(r.period)]
         fresh = snapshot_store.fresh_periods(conn, types, oldest, r.end_ms)
         return plan_cover(r.period, r.start_ms, r.end_ms, fresh)
+
+
+def _add_scopes(into: dict[str, SnapshotParts], by_scope: dict[str, SnapshotParts]) -> None:
+    """Merge each scope's parts into that scope's entry of ``into``."""
+    for scope, parts in by_scope.items():
+        into.setdefault(scope, SnapshotParts()).merge(parts)

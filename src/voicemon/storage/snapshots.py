@@ -28,12 +28,12 @@ from voicemon.storage.tables import artifacts, events, period_versions, snapshot
 ALL_SCOPES = None
 
 
-def _scoped(query: Any, scope: str | None, *, group: bool = True) -> Any:
-    """Restrict a raw-event query to one scope. The platform scope needs no per-organization groups;
-    an organization's needs only its own events."""
+def _scoped(query: Any, scope: str | None) -> Any:
+    """Group a raw-event query by organization for every scope, or restrict it to one. The platform
+    scope needs no per-organization groups; an organization's needs only its own events."""
     e = events.c
     if scope is ALL_SCOPES:
-        return query.group_by(e.organization_id) if group else query
+        return query.group_by(e.organization_id)
     if scope != "":
         query = query.where(e.organization_id == scope)
     return query
