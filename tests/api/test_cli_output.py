@@ -25,6 +25,7 @@ import pytest
 
 from tests.api.cli_runner import Cli, one_line
 from tests.helpers import VOICEMON, ServerProcess, ev
+from voicemon.cli.watch import window
 from voicemon.domain.access import SYSTEM
 from voicemon.domain.timeutil import format_time
 from voicemon.jobs import build_runner
@@ -205,8 +206,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cli, str,
 
 
 WATCH_LINE = re.compile(
-    r"last 60 minutes \((?P<rt_start>\S+ \S+) to (?P<rt_end>\S+) UTC\): (?P<live>[^|]+)"
-    r" \| hour in progress \((?P<h_start>\S+ \S+) to (?P<h_end>\S+) UTC\): (?P<hour>[^|]+)"
+    r"last 60 minutes \((?P<rt_start>\S+ \S+) to (?P<rt_end>(?:\S+ )?\S+) UTC\): (?P<live>[^|]+)"
+    r" \| hour in progress \((?P<h_start>\S+ \S+) to (?P<h_end>(?:\S+ )?\S+) UTC\): (?P<hour>[^|]+)"
     r" \| stuck now: (?P<stuck>\d+\+?)"
 )
 
@@ -215,18 +216,23 @@ def _utc(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
 
+def _end(start: str, end: str) -> datetime:
+    """A window's end names its date only when it differs from the start's (a window across midnight)."""
+    return _utc(end if " " in end else f"{start[:10]} {end}")
+
+
 def check_watch_line(line: str) -> None:
     found = WATCH_LINE.fullmatch(line)
     assert found, line
     rt_start = _utc(found["rt_start"])
-    rt_end = _utc(f"{found['rt_start'][:10]} {found['rt_end']}")
+    rt_end = _end(found["rt_start"], found["rt_end"])
     minutes = (rt_end - rt_start).total_seconds() / 60
     # The 60 minutes ending now, at minute granularity: from the start of the minute 59 minutes ago.
     assert rt_start.second == 0, line
     assert 59 <= minutes <= 60, line
     assert found["live"] == "received 2, completed 1, failed 1, failure rate 50.0%, AI cost $0.00", line
     hour_start = _utc(found["h_start"])
-    hour_end = _utc(f"{found['h_start'][:10]} {found['h_end']}")
+    hour_end = _end(found["h_start"], found["h_end"])
     # The hour in progress: from its start to now.
     assert (hour_start.minute, hour_start.second) == (0, 0), line
     assert 0 <= (hour_end - hour_start).total_seconds() < 3600, line
@@ -277,7 +283,9 @@ def test_watch_on_a_terminal_labels_each_section_with_its_window(
     cli, url, keys = server
     code, screen = in_terminal(cli, "watch", "--url", url, "--key", keys["staff"], "--once", columns=160)
     assert code == 0, screen
-    assert re.search(r"last 60 minutes, \d{4}-\d\d-\d\d \d\d:\d\d:00 to \d\d:\d\d:\d\d UTC", screen), screen
+    assert re.search(
+        r"last 60 minutes, \d{4}-\d\d-\d\d \d\d:\d\d:00 to (\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d UTC", screen
+    ), screen
     assert re.search(r"hour in progress, \d{4}-\d\d-\d\d \d\d:00:00 to \d\d:\d\d:\d\d UTC", screen), screen
     for text in ("received 2", "completed 1", "failed 1", "end to end", "recent failures", "stuck now: 0"):
         assert text in screen, (text, screen)
@@ -321,3 +329,19 @@ def test_watch_without_a_key_is_a_usage_error(server: tuple[Cli, str, dict[str, 
     result = cli.run("watch", "--url", url, "--once")
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Invalid value for '--key'" in one_line(result.stderr)
+
+
+def test_a_window_across_midnight_names_the_date_of_its_end() -> None:
+    assert (
+        window("2026-12-02T14:03:00.000Z", "2026-12-02T15:02:13.000Z")
+        == "2026-12-02 14:03:00 to 15:02:13 UTC"
+    )
+    assert (
+        window("2026-12-02T23:24:00.000Z", "2026-12-03T00:23:55.000Z")
+        == "2026-12-02 23:24:00 to 2026-12-03 00:23:55 UTC"
+    )
+    check_watch_line(
+        "last 60 minutes (2026-12-02 23:24:00 to 2026-12-03 00:23:51 UTC): received 2, completed 1, failed 1,"
+        " failure rate 50.0%, AI cost $0.00 | hour in progress (2026-12-03 00:00:00 to 00:23:51 UTC):"
+        " end to end p50 907 ms | stuck now: 0"
+    )
