@@ -501,20 +501,22 @@ def bench_ranges(backend: str, sizes: Sizes) -> list[Row]:
 def bench_live_tail(backend: str, sizes: Sizes) -> list[Row]:
     """``summary`` over the last 24 hours (default range) with the hour in progress full of raw events,
     and ``/v1/metrics/current`` on the same data, against the same range ending where the live hours
-    begin (stored rows only)."""
-    now = floor_to(SystemClock().now_ms(), HOUR_MS) + 50 * MINUTE_MS
+    begin (stored rows only). Now is half way through a minute, and the events run up to now, so the
+    minute in progress (read raw) holds its share; the minutes job has run, as it does each minute."""
+    now = floor_to(SystemClock().now_ms(), HOUR_MS) + 50 * MINUTE_MS + 30_000
     clock = FakeClock(now)
     rows: list[Row] = []
     with fresh_database(backend) as url:
         svc = services_for(url, clock)
         hour = floor_to(now, HOUR_MS)
-        fill_raw(svc, events(sizes.live_events, hour, 50 * MINUTE_MS, seed=18, orgs=200), now)
+        fill_raw(svc, events(sizes.live_events, hour, now - hour, seed=18, orgs=200), now)
         agg = Aggregator(svc.db, clock, svc.settings)
         fill_raw(
             svc, events(sizes.live_events // 10, hour - 23 * HOUR_MS, 23 * HOUR_MS, seed=19, orgs=200), now
         )
         for h in range(1, 24):
             agg.aggregate_hour(hour - h * HOUR_MS)
+        agg.minutes_catch_up()
         stored = Range(Period.HOURLY, hour - 23 * HOUR_MS, hour)
         last_24h = svc.metrics.resolve_range(Period.HOURLY, None, None)
         base = _p95_ms(lambda: render_parts(svc.metrics.summary(STAFF, stored, None).parts))

@@ -25,10 +25,19 @@ class Settings(BaseSettings):
     artifact_retention_d: int = Field(default=90, ge=1)
     job_run_retention_d: int = Field(default=30, ge=1)
     # UTC cron schedules of the jobs (SPEC 8).
+    # Every minute: the rows of each ended minute of the hours answered live (decision 0025).
+    schedule_aggregate_minutes: str = "* * * * *"
     schedule_aggregate_hourly: str = "30 * * * *"
     schedule_aggregate_daily: str = "30 1 * * *"
     schedule_cleanup_snapshots: str = "30 4 * * 0"
     schedule_cleanup_events: str = "0 5 * * 0"
+    schedule_evaluate_alerts: str = "*/5 * * * *"
+    # Alerts (SPEC 14, 15): history kept this long after resolution; notification channels, each optional.
+    alert_retention_d: int = Field(default=90, ge=1)
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
+    alert_slack_url: str | None = None
+    alert_alertmanager_url: str | None = None
     # A running job whose lease ran out is taken as crashed and recorded as failed.
     job_lease_s: int = Field(default=900, ge=10)
     # How often the scheduler looks for due work.

@@ -189,6 +189,7 @@ def test_two_schedulers_run_each_tick_exactly_once(db_url: str, clock: FakeClock
         failed = [(r.name, format_time(r.scheduled_for_ms), r.error) for r in runs if r.status != "succeeded"]
         assert failed == []
         assert Counter(name for name, _ in due) == {
+            "aggregate-minutes": 288,  # every minute: once per step of 10 simulated minutes
             "aggregate-hourly": 49,  # :30 of the hour before the start, then every hour of 48
             "aggregate-daily": 3,
             "cleanup-snapshots": 1,  # weekly, last Sunday (the 48 hours start on a Monday)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from voicemon.domain.events import Event
-from voicemon.domain.timeutil import DAY_MS, HOUR_MS, floor_to
+from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to
 
 
 class Period(StrEnum):
@@ -55,9 +55,12 @@ def needs_aggregation(
 
 
 def touched_periods(events: Iterable[Event]) -> dict[tuple[str, int], int]:
-    """How many events each hour and day received: ingestion bumps their versions by these amounts."""
+    """How many events each minute, hour and day received: ingestion bumps their versions by these
+    amounts. So an hour's version is the number of events it ever received, and the sum of its minutes'
+    versions (:func:`plan_minutes` relies on this)."""
     counts: Counter[tuple[str, int]] = Counter()
     for e in events:
+        counts[(MINUTELY, floor_to(e.timestamp_ms, MINUTE_MS))] += 1
         counts[(Period.HOURLY.value, floor_to(e.timestamp_ms, HOUR_MS))] += 1
         counts[(Period.DAILY.value, floor_to(e.timestamp_ms, DAY_MS))] += 1
     return dict(counts)
@@ -169,3 +172,66 @@ def plan_cover(base: Period, start_ms: int, end_ms: int, usable: Collection[tupl
     if gap_from is not None:
         gaps.append((gap_from, end_ms))
     return Cover(tuple(pieces), tuple(gaps))
+
+
+# --- minutes: the partial aggregates of live hours -------------------------------------------------------
+#
+# An hour that is not aggregated yet (the hour in progress, and the hour waiting for its :30 run) is
+# answered live. Rather than reading all its raw events on every request, a frequent job stores the rows
+# of each ended minute (period type ``minutely``), under the same version rule as hours: ingestion bumps
+# the minute's version, the row records the version it was computed from, and it stands in for its raw
+# events only while the two are equal. A live hour is then its fresh minute rows, plus the raw events of
+# the minutes that are not fresh: the minute in progress, and any minute a late event marked since.
+
+MINUTELY = "minutely"
+# At most this many raw-event reads per live hour: past it, everything from the first stale minute on is
+# read raw in one go (a catch-up after an outage, not the steady state).
+MAX_RAW_RUNS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCover:
+    """A live hour ``[start, end)`` read as ``minute_runs`` of fresh minute rows and ``raw_runs`` of raw
+    events; each is a list of ``[start, end)`` runs that never overlap and together hold every event."""
+
+    minute_runs: tuple[tuple[int, int], ...]
+    raw_runs: tuple[tuple[int, int], ...]
+
+
+def plan_minutes(
+    start_ms: int, end_ms: int, hour_version: int, minutes: dict[int, tuple[int, int | None]]
+) -> MinuteCover:
+    """How to read the live part ``[start_ms, end_ms)`` of one hour from ``minutes`` (the minute version
+    rows of that hour: start -> (version, aggregated version)).
+
+    A minute with no version row received no event: it needs no read. Every event bumps its hour and its
+    minute by one, in one transaction, so the hour's version equals the sum of its minutes' versions. When
+    it does not (events ingested before minutes were tracked, or minute rows pruned), the minute rows do
+    not hold everything, and the whole range is read raw.
+
+    >>> m = MINUTE_MS
+    >>> plan_minutes(0, 4 * m, 6, {0: (2, 2), m: (3, 3), 3 * m: (1, None)})
+    MinuteCover(minute_runs=((0, 120000),), raw_runs=((180000, 240000),))
+    >>> plan_minutes(0, 4 * m, 7, {0: (2, 2), m: (3, 3), 3 * m: (1, None)}).raw_runs
+    ((0, 240000),)
+    """
+    if sum(version for version, _ in minutes.values()) != hour_version:
+        return MinuteCover((), ((start_ms, end_ms),))
+    runs: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
+    last: bool | None = None
+    for at in sorted(s for s in minutes if start_ms <= s < end_ms):
+        version, done = minutes[at]
+        kind = done == version
+        until = min(at + MINUTE_MS, end_ms)
+        if kind is last:
+            # The minutes since the previous one received nothing: the run spans them.
+            runs[kind][-1] = (runs[kind][-1][0], until)
+        else:
+            runs[kind].append((at, until))
+        last = kind
+    fresh, raw = runs[True], runs[False]
+    if len(raw) > MAX_RAW_RUNS:
+        first = raw[0][0]
+        fresh = [run for run in fresh if run[1] <= first]
+        raw = [(first, end_ms)]
+    return MinuteCover(tuple(fresh), tuple(raw))

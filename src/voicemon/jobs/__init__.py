@@ -17,7 +17,8 @@ __all__ = ["JobDefinition", "JobOverview", "JobRunner", "Scheduler", "build_runn
 
 
 def build_runner(services: Services) -> JobRunner:
-    """The four jobs of SPEC 8, wired to the service layer."""
+    """The jobs of SPEC 8, and the minutes job that keeps live hours cheap (decision 0025), wired to the
+    service layer."""
     s = services.settings
     agg = Aggregator(services.db, services.clock, s)
     retention = Retention(services.db, services.clock, s)
@@ -45,6 +46,11 @@ def build_runner(services: Services) -> JobRunner:
 
         return _check
 
+    def minutes(_: int | None) -> dict[str, object]:
+        summary = agg.minutes_catch_up()
+        cutoff = agg.oldest_minute_ms(services.clock.now_ms())
+        return {**summary, **retention.cleanup_minutes(cutoff)}
+
     jobs = [
         JobDefinition("aggregate-hourly", s.schedule_aggregate_hourly, hourly, check(Period.HOURLY)),
         JobDefinition("aggregate-daily", s.schedule_aggregate_daily, daily, check(Period.DAILY)),
@@ -52,5 +58,6 @@ def build_runner(services: Services) -> JobRunner:
             "cleanup-snapshots", s.schedule_cleanup_snapshots, lambda _: retention.cleanup_snapshots()
         ),
         JobDefinition("cleanup-events", s.schedule_cleanup_events, lambda _: retention.cleanup_events()),
+        JobDefinition("aggregate-minutes", s.schedule_aggregate_minutes, minutes),
     ]
     return JobRunner(services.db, services.clock, s, jobs)

@@ -20,9 +20,12 @@ from sqlalchemy import Connection
 from voicemon.clock import Clock
 from voicemon.domain.aggregation import build_parts
 from voicemon.domain.counters import PLATFORM_SCOPE
+from voicemon.domain.coverage import MAX_LIVE_PERIODS
 from voicemon.domain.periods import (
     BLOCK,
     BLOCK_TYPES,
+    MINUTELY,
+    Cover,
     Period,
     blocks_of,
     ceil_to,
@@ -32,10 +35,11 @@ from voicemon.domain.periods import (
     needs_aggregation,
     period_start,
     plan_cover,
+    plan_minutes,
 )
 from voicemon.domain.records import SnapshotRow
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
-from voicemon.domain.timeutil import format_time
+from voicemon.domain.timeutil import MINUTE_MS, format_time
 from voicemon.errors import ConflictError, ValidationError
 from voicemon.settings import Settings
 from voicemon.storage import Database
@@ -54,6 +58,30 @@ def parts_from_events(
         snapshot_store.type_groups(conn, start_ms, end_ms, scope),
         snapshot_store.end_to_end_samples(conn, start_ms, end_ms, scope),
     )
+
+
+def live_parts(conn: Connection, start_ms: int, end_ms: int, scope: str | None) -> dict[str, SnapshotParts]:
+    """The same as :func:`parts_from_events` for ``[start_ms, end_ms)`` inside one hour that is not
+    aggregated, read from the fresh minute rows of that range plus the raw events of the minutes that are
+    not fresh (:func:`~voicemon.domain.periods.plan_minutes`): in steady state, the minute in progress."""
+    hour = period_start(Period.HOURLY, start_ms)
+    cover = plan_minutes(
+        start_ms,
+        end_ms,
+        snapshot_store.version_of(conn, Period.HOURLY.value, hour),
+        snapshot_store.versions(conn, MINUTELY, hour, hour + Period.HOURLY.length_ms),
+    )
+    rows = snapshot_store.load_cover(conn, MINUTELY, Cover((), cover.minute_runs), scope)
+    by_scope = merge_by_scope(rows)
+    for run_start, run_end in cover.raw_runs:
+        add_scopes(by_scope, parts_from_events(conn, run_start, run_end, scope))
+    return by_scope
+
+
+def add_scopes(into: dict[str, SnapshotParts], by_scope: dict[str, SnapshotParts]) -> None:
+    """Merge each scope's parts into that scope's entry of ``into``."""
+    for scope, parts in by_scope.items():
+        into.setdefault(scope, SnapshotParts()).merge(parts)
 
 
 def merge_by_scope(rows: list[SnapshotRow]) -> dict[str, SnapshotParts]:
@@ -166,6 +194,35 @@ class Aggregator:
         if blocks:
             summary["blocks_rebuilt"] = self.rebuild_blocks()
         return summary
+
+    def minutes_catch_up(self) -> dict[str, Any]:
+        """Store the rows of every ended minute of the live window (the hours that may be answered live)
+        that received events and was never computed, or was marked since. Each minute is read (its
+        version first, then its events) and written like an hour; nothing merges minute rows, so
+        nothing else is marked."""
+        now_ms = self._clock.now_ms()
+        oldest = self.oldest_minute_ms(now_ms)
+        with self._db.read() as conn, conn.begin():
+            newest_hour = snapshot_store.newest_aggregated(conn, Period.HOURLY.value)
+            # An hour no newer than the newest aggregated one is never answered live.
+            if newest_hour is not None:
+                oldest = max(oldest, newest_hour + Period.HOURLY.length_ms)
+            todo = sorted(s for _, s in snapshot_store.stale_periods(conn, (MINUTELY,), oldest))
+        todo = [m for m in todo if m + MINUTE_MS <= now_ms]
+        for minute in todo:
+            with self._db.read() as conn, conn.begin():
+                read_version = snapshot_store.version_of(conn, MINUTELY, minute)
+                parts = parts_from_events(conn, minute, minute + MINUTE_MS)
+            with self._db.write() as conn:
+                snapshot_store.replace_period(conn, MINUTELY, minute, parts, now_ms, read_version)
+        return {"minutes_computed": len(todo), "from": format_time(oldest)}
+
+    @staticmethod
+    def oldest_minute_ms(now_ms: int) -> int:
+        """The start of the oldest hour that may still be answered live: at most the
+        :data:`~voicemon.domain.coverage.MAX_LIVE_PERIODS` newest hours are, so minute rows and versions
+        older than this are never read."""
+        return period_start(Period.HOURLY, now_ms) - (MAX_LIVE_PERIODS - 1) * Period.HOURLY.length_ms
 
     def rebuild_blocks(self) -> int:
         """Rebuild every marked or never-built block inside the retention of its rows, smallest first, so

@@ -29,7 +29,7 @@ from voicemon.domain.snapshot_fields import ORG_BREAKDOWN
 from voicemon.domain.snapshot_layout import reads
 from voicemon.domain.timeutil import DAY_MS
 from voicemon.errors import ValidationError
-from voicemon.service.aggregate import Aggregator, merge_by_scope, parts_from_events
+from voicemon.service.aggregate import Aggregator, add_scopes, live_parts, merge_by_scope
 from voicemon.service.orgs import display_names
 from voicemon.settings import Settings
 from voicemon.storage import Database
@@ -129,15 +129,15 @@ class MetricsQueries:
         return Merged(r, organization_id, parts, computed, plan)
 
     def current_hour(self, principal: Principal, organization_id: str | None) -> Merged:
-        """The hour in progress, computed from raw events on demand (nothing is stored: the hour is not
-        complete). Its range ends now."""
+        """The hour in progress, computed on demand from its fresh minute rows and the raw events of the
+        rest (the minute in progress). Its range ends now."""
         require_role(principal, *READERS)
         scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
         now_ms = self._clock.now_ms()
         start = period_start(Period.HOURLY, now_ms)
         r = Range(Period.HOURLY, start, now_ms + 1)
         with self._db.read() as conn, conn.begin():
-            parts = parts_from_events(conn, start, now_ms + 1, scope).get(scope, SnapshotParts())
+            parts = live_parts(conn, start, now_ms + 1, scope).get(scope, SnapshotParts())
         plan = plan_range(
             Period.HOURLY,
             start,
@@ -160,7 +160,7 @@ class MetricsQueries:
             totals = snapshot_store.org_totals(conn, r.period.value, self._cover(conn, r), _ORG_READS)
             merged = {t.scope: t.parts for t in totals}
             for live in self._live(conn, plan, ALL_SCOPES).values():
-                _add_scopes(merged, {s: p for s, p in live.items() if s != PLATFORM_SCOPE})
+                add_scopes(merged, {s: p for s, p in live.items() if s != PLATFORM_SCOPE})
             names = display_names(conn, merged)
         items = [OrgItem(scope, names[scope], parts) for scope, parts in merged.items()]
         items.sort(key=lambda i: (-i.parts.received, i.organization_id))
@@ -186,20 +186,21 @@ class MetricsQueries:
     def _live(self, conn: Connection, plan: RangePlan, scope: str | None) -> dict[int, Any]:
         """The parts of each live period of a plan, computed now: for one scope (a ``SnapshotParts`` per
         period), or for every scope (a dict of scope to parts per period) when ``scope`` is ALL_SCOPES.
-        An hour is computed from its raw events; a day as the hourly range of its hours, which reads the
-        hours already aggregated and computes the rest live."""
+        An hour is computed from its fresh minute rows and the raw events of its other minutes
+        (:func:`~voicemon.service.aggregate.live_parts`); a day as the hourly range of its hours, which
+        reads the hours already aggregated and computes the rest live."""
         out: dict[int, Any] = {}
         for start in plan.live:
             end = min(start + plan.period.length_ms, plan.now_ms + 1)
             if plan.period is Period.HOURLY:
-                by_scope = parts_from_events(conn, start, end, scope)
+                by_scope = live_parts(conn, start, end, scope)
                 out[start] = by_scope if scope is ALL_SCOPES else by_scope.get(scope, SnapshotParts())
             elif scope is ALL_SCOPES:
                 hours = Range(Period.HOURLY, start, end)
                 rows = snapshot_store.load_rows(conn, Period.HOURLY.value, start, end, ALL_SCOPES)
                 by_scope = merge_by_scope(rows)
                 for live in self._live(conn, self._plan(conn, hours, plan.now_ms), ALL_SCOPES).values():
-                    _add_scopes(by_scope, live)
+                    add_scopes(by_scope, live)
                 out[start] = by_scope
             else:
                 out[start] = self._merge(conn, Range(Period.HOURLY, start, end), scope, plan.now_ms)[0]
@@ -225,9 +226,3 @@ class MetricsQueries:
         types = [u.period_type for u in units_above(r.period)]
         fresh = snapshot_store.fresh_periods(conn, types, oldest, r.end_ms)
         return plan_cover(r.period, r.start_ms, r.end_ms, fresh)
-
-
-def _add_scopes(into: dict[str, SnapshotParts], by_scope: dict[str, SnapshotParts]) -> None:
-    """Merge each scope's parts into that scope's entry of ``into``."""
-    for scope, parts in by_scope.items():
-        into.setdefault(scope, SnapshotParts()).merge(parts)

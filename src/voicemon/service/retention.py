@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from voicemon.clock import Clock
-from voicemon.domain.periods import Period, blocks_of
+from voicemon.domain.periods import MINUTELY, Period, blocks_of
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS
 from voicemon.settings import Settings
 from voicemon.storage import Database
@@ -64,6 +64,15 @@ class Retention:
                 self._drain("period_versions", cutoff[base], {"period_type": period_type})
         logger.info("snapshots cleaned up", extra={"action": "snapshots_cleaned", **summary})
         return summary
+
+    def cleanup_minutes(self, cutoff_ms: int) -> dict[str, int]:
+        """Minute rows and their versions before ``cutoff_ms``: past the live window, nothing reads them
+        (the minutes job calls this after each run, so they never pile up)."""
+        where = {"period_type": MINUTELY}
+        return {
+            "minute_rows_deleted": self._drain("snapshots", cutoff_ms, where),
+            "minute_versions_deleted": self._drain("period_versions", cutoff_ms, where),
+        }
 
     def cleanup_events(self) -> dict[str, int]:
         now_ms = self._clock.now_ms()
