@@ -40,6 +40,7 @@ OK = "ok"
 ROLE = ("forbidden_role", ForbiddenError)
 SCOPE = ("forbidden_organization", ForbiddenError)
 HIDDEN = ("artifact_not_found", NotFoundError)
+NO_ALERT = ("alert_not_found", NotFoundError)  # the caller may ask; there is no such alert
 
 RANGE = Range(Period.HOURLY, NOW_MS - 3 * HOUR_MS, NOW_MS)
 EVENT_A = ev("artifact_received", "art-new", NOW_MS - MINUTE_MS, organization_id=ORG_A)
@@ -73,6 +74,13 @@ CALLS: dict[str, UseCase] = {
     "keys.create": lambda s, p: s.keys.create(p, "viewer", ORG_A, "made in a test"),
     "keys.list": lambda s, p: s.keys.list(p),
     "keys.revoke": lambda s, p: s.keys.revoke(p, _live_key(s, "to revoke")),
+    "alerts.evaluate": lambda s, p: s.alerts.evaluate(p),
+    "alerts.list_alerts": lambda s, p: s.alerts.list_alerts(p),
+    "alerts.list_alerts org-b": lambda s, p: s.alerts.list_alerts(p, organization_id=ORG_B),
+    "alerts.get": lambda s, p: s.alerts.get(p, "no-such-alert"),
+    "alerts.acknowledge": lambda s, p: s.alerts.acknowledge(p, "no-such-alert", "a note"),
+    "alerts.rules": lambda s, p: s.alerts.rules(p),
+    "alerts.update_rule": lambda s, p: s.alerts.update_rule(p, "failure_rate", {"min_volume": 20}),
 }
 
 
@@ -107,6 +115,13 @@ MATRIX: dict[str, tuple[Any, ...]] = {
     "keys.create":                (ROLE, ROLE,  OK,   ROLE,    ROLE),
     "keys.list":                  (ROLE, ROLE,  OK,   ROLE,    ROLE),
     "keys.revoke":                (ROLE, ROLE,  OK,   ROLE,    ROLE),
+    "alerts.evaluate":            (ROLE, ROLE,  OK,   ROLE,    ROLE),
+    "alerts.list_alerts":         (ROLE, OK,    OK,   ROLE,    OK),
+    "alerts.list_alerts org-b":   (ROLE, OK,    OK,   ROLE,    SCOPE),
+    "alerts.get":                 (ROLE, NO_ALERT, NO_ALERT, ROLE, NO_ALERT),
+    "alerts.acknowledge":         (ROLE, ROLE,  NO_ALERT, ROLE, ROLE),
+    "alerts.rules":               (ROLE, OK,    OK,   ROLE,    OK),
+    "alerts.update_rule":         (ROLE, ROLE,  OK,   ROLE,    ROLE),
 }
 # fmt: on
 

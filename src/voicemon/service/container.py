@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from voicemon.clock import Clock, SystemClock
 from voicemon.domain.access import WRITERS, Principal, require_role
 from voicemon.errors import ConflictError
+from voicemon.service.alert_delivery import NotificationKind, alert_channels
+from voicemon.service.alerts import AlertService
 from voicemon.service.dispatch import Dispatcher
 from voicemon.service.ingest import IngestResult, validate_items
 from voicemon.service.keys import KeyService
@@ -42,6 +44,7 @@ class Services:
         clock: Clock | None = None,
         db: Database | None = None,
         retry_transport: Transport | None = None,
+        alert_transports: dict[str, Transport] | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -72,6 +75,13 @@ class Services:
         )
         self._retry_delivery = RetryDelivery(self.db, self.clock, retry_policy(settings), retry_transport)
         self.dispatcher.register(RETRY_KIND, self._retry_delivery)
+        # Alert notifications (SPEC 15): one outbox kind per configured channel.
+        self.alert_channels = alert_transports if alert_transports is not None else alert_channels(settings)
+        for channel, transport in self.alert_channels.items():
+            self.dispatcher.register(channel, NotificationKind(channel, transport, retry_policy(settings)))
+        self.alerts = AlertService(
+            self.db, self.clock, settings, lambda: tuple(self.alert_channels), on_commit=self.dispatcher.wake
+        )
         self.retries = RetryService(
             self.db,
             self.clock,

@@ -236,15 +236,19 @@ class ScopeTotals:
     parts: SnapshotParts
 
 
-def org_totals(conn: Connection, base_type: str, cover: Cover, wanted: Reads) -> list[ScopeTotals]:
-    """Per organization over a cover, the ``wanted`` parts of its rows merged (the others stay empty), in
-    one read of only their columns: integers added as exact int64 arrays, each latency's sketches merged
-    in one pass. (A GROUP BY for the sums would read every row a second time.)"""
+def org_totals(
+    conn: Connection, base_type: str, cover: Cover, wanted: Reads, *, with_platform: bool = False
+) -> list[ScopeTotals]:
+    """Per organization (and the platform scope, when asked) over a cover, the ``wanted`` parts of its
+    rows merged (the others stay empty), in one read of only their columns: integers added as exact int64
+    arrays, each latency's sketches merged in one pass. (A GROUP BY for the sums would read every row a
+    second time.)"""
     s = snapshots.c
     integers, sketches = wanted.integer_columns, wanted.sketch_columns
+    where = _covered(base_type, cover)
     rows = conn.execute(
         select(s.scope, *(s[c] for c in integers), *(s[c] for c in sketches)).where(
-            _covered(base_type, cover), s.scope != ""
+            where if with_platform else and_(where, s.scope != "")
         )
     ).all()
     position: dict[str, int] = {}

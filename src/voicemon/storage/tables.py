@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -268,4 +269,116 @@ list_versions = Table(
     metadata,
     Column("list_name", String(32), primary_key=True),
     Column("version", BigInteger, nullable=False),
+)
+
+# Alerts (SPEC 14). At most one open alert (firing or acknowledged) per fingerprint (rule, scope, stage):
+# a partial unique index, so two evaluations racing cannot both open one. scope "" is the platform and
+# stage "" a rule without stages. value and threshold are always finite.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", String(36), primary_key=True),
+    Column("rule", String(32), nullable=False),
+    Column("scope", String(ID), nullable=False),
+    Column("stage", String(32), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("last_evaluated_ms", BigInteger, nullable=False),
+    Column("last_evaluation", String(20), nullable=False),
+    Column("acknowledged_ms", BigInteger),
+    Column("acknowledged_by", String(200)),
+    Column("ack_note", Text),
+    Column("resolved_ms", BigInteger),
+    # The Alertmanager silence that stands for the acknowledgement, while there is one.
+    Column("silence_id", String(64)),
+    Index(
+        "uq_alerts_open",
+        "rule",
+        "scope",
+        "stage",
+        unique=True,
+        sqlite_where=text("state IN ('firing', 'acknowledged')"),
+        postgresql_where=text("state IN ('firing', 'acknowledged')"),
+    ),
+    Index(None, "started_ms"),
+    Index(None, "resolved_ms"),
+)
+
+# Each change of an alert's state: fired, escalated, acknowledged, resolved; with the value and threshold
+# of the evaluation that caused it, or who acknowledged it and their note.
+alert_transitions = Table(
+    "alert_transitions",
+    metadata,
+    Column("transition_id", SeqType, primary_key=True, autoincrement=True),
+    Column("alert_id", String(36), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("actor", String(200)),
+    Column("note", Text),
+    Index(None, "alert_id"),
+)
+
+# How each notification of an alert went, per channel, once its outbox entry settled.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("delivery_id", SeqType, primary_key=True, autoincrement=True),
+    Column("alert_id", String(36), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("notification", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("error", Text),
+    Index(None, "alert_id"),
+)
+
+# Consecutive breaching or clear evaluations of a fingerprint, kept only while one of them matters: a
+# breach streak not yet long enough to fire, or the streak of an open alert.
+alert_streaks = Table(
+    "alert_streaks",
+    metadata,
+    Column("rule", String(32), primary_key=True),
+    Column("scope", String(ID), primary_key=True),
+    Column("stage", String(32), primary_key=True),
+    Column("breaches", Integer, nullable=False),
+    Column("clears", Integer, nullable=False),
+)
+
+# Rule configurations that differ from the defaults, and every change made to one (who, when, before,
+# after; JSON of RuleConfig.to_dict()).
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("rule", String(32), primary_key=True),
+    Column("config", Text, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+alert_rule_changes = Table(
+    "alert_rule_changes",
+    metadata,
+    Column("change_id", SeqType, primary_key=True, autoincrement=True),
+    Column("rule", String(32), nullable=False),
+    Column("changed_ms", BigInteger, nullable=False),
+    Column("changed_by", String(200), nullable=False),
+    Column("before", Text, nullable=False),
+    Column("after", Text, nullable=False),
+    Index(None, "rule", "changed_ms"),
+)
+
+# One row per evaluator ("alerts"): an evaluation updates it first in its write transaction, so two
+# evaluations at once take turns and each decides from what the other committed.
+evaluators = Table(
+    "evaluators",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("evaluated_ms", BigInteger, nullable=False),
 )
