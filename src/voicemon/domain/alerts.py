@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -512,7 +512,7 @@ def evaluate(config: RuleConfig, inputs: ScopeInputs) -> list[Reading]:
                 if m.volume < config.min_volume
                 else "not enough data: no baseline to compare with yet"
             )
-            message = f"{RULES[config.rule].rule.value}: {reason}{where}"
+            message = f"{config.rule.value}: {reason}{where}"
         elif passed:
             top = passed[-1]
             verdict, severity, threshold = Verdict.BREACHING, top.severity, top.threshold
@@ -583,5 +583,4 @@ def step(config: RuleConfig, reading: Reading, streak: Streak, alert: OpenAlert 
 def with_changes(config: RuleConfig, changes: Mapping[str, Any]) -> RuleConfig:
     """A copy of ``config`` with ``changes`` applied and checked (the keys of :meth:`RuleConfig.to_dict`
     other than ``rule``)."""
-    merged = {**config.to_dict(), **changes, "rule": config.rule.value}
-    return RuleConfig.from_dict(merged) if merged != config.to_dict() else replace(config)
+    return RuleConfig.from_dict({**config.to_dict(), **changes, "rule": config.rule.value})

@@ -20,6 +20,13 @@ from voicemon.storage import alerts as alert_store
 from voicemon.storage.outbox import OutboxEntry
 
 
+class Channel:
+    """The notification channels: one outbox kind each."""
+
+    WEBHOOK = "alert_webhook"
+    SLACK = "alert_slack"
+
+
 def _record(entry: OutboxEntry, channel: str, status: str, now_ms: int, error: str | None) -> dict[str, Any]:
     payload = orjson.loads(entry.payload)
     return {
@@ -55,7 +62,7 @@ class NotificationKind:
         self.policy = policy
 
     def body(self, payload: dict[str, Any]) -> bytes:
-        if self.channel == "alert_slack":
+        if self.channel == Channel.SLACK:
             return orjson.dumps({"text": slack_text(payload["alert"], payload["notification"])})
         return orjson.dumps({"type": payload["notification"], "alert": payload["alert"]})
 
@@ -74,14 +81,14 @@ class NotificationKind:
 
 
 def alert_channels(settings: Settings) -> dict[str, Transport]:
-    """The webhook and Slack channels the settings configure (the Alertmanager one has its own kind)."""
+    """The webhook and Slack channels the settings configure."""
     out: dict[str, Transport] = {}
     timeout = settings.retry_webhook_timeout_s
     if settings.alert_webhook_url:
         secret = settings.alert_webhook_secret
-        out["alert_webhook"] = WebhookTransport(
+        out[Channel.WEBHOOK] = WebhookTransport(
             settings.alert_webhook_url, secret.get_secret_value() if secret else None, timeout
         )
     if settings.alert_slack_url:
-        out["alert_slack"] = WebhookTransport(settings.alert_slack_url, None, timeout)
+        out[Channel.SLACK] = WebhookTransport(settings.alert_slack_url, None, timeout)
     return out

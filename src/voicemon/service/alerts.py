@@ -47,13 +47,15 @@ from voicemon.domain.alerts import (
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.cursor import decode_cursor, encode_cursor
 from voicemon.domain.model import EventType
-from voicemon.domain.periods import Period, plan_cover, units_above
+from voicemon.domain.periods import Period
 from voicemon.domain.snapshot import SnapshotParts
 from voicemon.domain.snapshot_layout import LATENCY_SLOTS, reads
 from voicemon.domain.text import require_text
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, format_time
 from voicemon.errors import ConflictError, NotFoundError, ValidationError
 from voicemon.service.aggregate import parts_from_events
+from voicemon.service.alert_delivery import Channel
+from voicemon.service.metrics import Range, range_cover
 from voicemon.settings import Settings
 from voicemon.storage import Database
 from voicemon.storage import alerts as alert_store
@@ -72,21 +74,11 @@ _WEEK_READS = reads(["stages", "end_to_end_latency_ms", "total_ai_cost_usd"])
 _SAMPLE_COLUMNS = {(slot.stage.value if slot.stage else ""): slot.count_column for slot in LATENCY_SLOTS}
 
 
-class Channel:
-    """The notification channels (outbox kinds) and which transitions each is told about."""
-
-    WEBHOOK = "alert_webhook"
-    SLACK = "alert_slack"
-    ALERTMANAGER = "alertmanager"
-
-
+# Which transitions each notification channel is told about (SPEC 15).
 NOTIFIES: dict[str, frozenset[TransitionKind]] = {
     Channel.WEBHOOK: frozenset(TransitionKind),
     Channel.SLACK: frozenset({TransitionKind.FIRED, TransitionKind.ESCALATED, TransitionKind.RESOLVED}),
-    Channel.ALERTMANAGER: frozenset(TransitionKind),
 }
-# The Alertmanager channel also gets one entry per evaluation that re-sends every open alert.
-SYNC = "sync"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +154,7 @@ class AlertService:
         now_ms = self._clock.now_ms()
         with self._db.read() as conn, conn.begin():
             configs = self._configs(conn)
-            inputs = gather_inputs(conn, now_ms, self._settings.stuck_after_ms)
+            inputs = gather_inputs(conn, now_ms, self._settings)
         readings = [
             r
             for cfg in configs.values()
@@ -198,7 +190,7 @@ class AlertService:
             alert = open_now.get(fp)
             current = OpenAlert(alert.alert_id, alert.severity, alert.state) if alert else None
             decided = step(config, reading, old_streaks.get(fp, Streak()), current)
-            if decided.streak != Streak() and (alert is not None or decided.streak.breaches):
+            if decided.streak != Streak():  # ``step`` keeps no clear streak without an open alert
                 keep[fp] = decided.streak
             if decided.action is Action.FIRE:
                 assert reading.severity is not None
@@ -258,12 +250,8 @@ class AlertService:
         alert_store.insert_transitions(conn, transitions)
         alert_store.save_streaks(conn, keep, set(old_streaks) - set(keep))
         self._notify(conn, notices, now_ms)
-        still_open = [a for a in (*inserts, *updates) if a.state in OPEN_STATES]
-        if still_open and Channel.ALERTMANAGER in set(self._channels()):
-            ids = sorted(a.alert_id for a in still_open)
-            payload = orjson.dumps({"notification": SYNC, "alert_ids": ids}).decode()
-            outbox_store.enqueue(conn, Channel.ALERTMANAGER, f"evaluation:{now_ms}", payload, now_ms)
-        return {**counts, "open": len(still_open)}
+        still_open = sum(a.state in OPEN_STATES for a in (*inserts, *updates))
+        return {**counts, "open": still_open}
 
     def _notify(
         self, conn: Connection, notices: list[tuple[TransitionKind, AlertRecord]], now_ms: int
@@ -271,20 +259,24 @@ class AlertService:
         """Enqueue one entry per channel that hears of each transition, in the caller's transaction."""
         if not notices:
             return
-        channels = set(self._channels())
+        channels = sorted(self._channels())
         names = org_store.names_of(conn, {a.scope for _, a in notices if a.scope})
+        entries = []
         for kind, alert in notices:
-            body = alert_body(alert, names.get(alert.scope))
-            for channel in sorted(channels):
-                if kind in NOTIFIES[channel]:
-                    payload = orjson.dumps({"notification": f"alert.{kind.value}", "alert": body}).decode()
-                    outbox_store.enqueue(conn, channel, alert.alert_id, payload, now_ms)
+            payload = orjson.dumps(
+                {"notification": f"alert.{kind.value}", "alert": alert_body(alert, names.get(alert.scope))}
+            ).decode()
+            entries += [
+                (channel, alert.alert_id, payload) for channel in channels if kind in NOTIFIES[channel]
+            ]
+        outbox_store.enqueue_many(conn, entries, now_ms)
 
     def _configs(self, conn: Connection) -> dict[RuleName, RuleConfig]:
         stored = alert_store.rule_configs(conn)
         out = dict(DEFAULT_CONFIGS)
+        known = {r.value for r in RuleName}
         for rule, (config, _, _) in stored.items():
-            if rule in RuleName.__members__.values():
+            if rule in known:  # a rule a newer version stored is not ours to evaluate
                 out[RuleName(rule)] = RuleConfig.from_dict(orjson.loads(config))
         return out
 
@@ -444,7 +436,7 @@ def _transition(
 # --- inputs, gathered for every scope at once ---------------------------------------------------------------
 
 
-def gather_inputs(conn: Connection, now_ms: int, stuck_after_ms: int) -> dict[str, ScopeInputs]:
+def gather_inputs(conn: Connection, now_ms: int, settings: Settings) -> dict[str, ScopeInputs]:
     """One :class:`ScopeInputs` per scope with anything to judge: the platform, every organization seen
     in one of the reads, and every organization with an open alert. A fixed number of statements."""
     end = now_ms + 1
@@ -452,10 +444,7 @@ def gather_inputs(conn: Connection, now_ms: int, stuck_after_ms: int) -> dict[st
     last60 = parts_from_events(conn, now_ms - 60 * MINUTE_MS, end, ALL_SCOPES)
     hour = floor_to(now_ms, HOUR_MS)
     week_start = hour - 7 * DAY_MS
-    fresh = snapshot_store.fresh_periods(
-        conn, [u.period_type for u in units_above(Period.HOURLY)], week_start, hour
-    )
-    cover = plan_cover(Period.HOURLY, week_start, hour, fresh)
+    cover = range_cover(conn, Range(Period.HOURLY, week_start, hour), now_ms, settings.hourly_retention_ms)
     week = {
         t.scope: t.parts
         for t in snapshot_store.org_totals(conn, Period.HOURLY.value, cover, _WEEK_READS, with_platform=True)
@@ -466,7 +455,7 @@ def gather_inputs(conn: Connection, now_ms: int, stuck_after_ms: int) -> dict[st
     busy = alert_store.busy_days(
         conn, [this_hour - d * DAY_MS for d in range(1, 8)], INACTIVITY_BUSY_RECEIVED
     )
-    counts = alert_store.artifact_counts(conn, now_ms - stuck_after_ms)
+    counts = alert_store.artifact_counts(conn, now_ms - settings.stuck_after_ms)
     watched = alert_store.watched_events(conn, now_ms - DAY_MS, now_ms - 60 * MINUTE_MS, now_ms)
     undeliverable = alert_store.undeliverable_retries(conn, now_ms - 60 * MINUTE_MS)
     open_scopes = {a.scope for a in alert_store.open_alerts(conn)}

@@ -218,11 +218,15 @@ class MetricsQueries:
         return merge_parts([*(row.parts for row in rows), *live.values()]), computed, plan
 
     def _cover(self, conn: Connection, r: Range) -> Cover:
-        """How to read a range in the fewest rows. A daily row stands in for its hours only while they
-        are all kept: a day older than hourly retention may have lost some of them."""
-        oldest = r.start_ms
-        if r.period is Period.HOURLY:
-            oldest = max(oldest, self._clock.now_ms() - self._hourly_retention_ms)
-        types = [u.period_type for u in units_above(r.period)]
-        fresh = snapshot_store.fresh_periods(conn, types, oldest, r.end_ms)
-        return plan_cover(r.period, r.start_ms, r.end_ms, fresh)
+        return range_cover(conn, r, self._clock.now_ms(), self._hourly_retention_ms)
+
+
+def range_cover(conn: Connection, r: Range, now_ms: int, hourly_retention_ms: int) -> Cover:
+    """How to read a range in the fewest rows. A daily row stands in for its hours only while they are
+    all kept: a day older than hourly retention may have lost some of them."""
+    oldest = r.start_ms
+    if r.period is Period.HOURLY:
+        oldest = max(oldest, now_ms - hourly_retention_ms)
+    types = [u.period_type for u in units_above(r.period)]
+    fresh = snapshot_store.fresh_periods(conn, types, oldest, r.end_ms)
+    return plan_cover(r.period, r.start_ms, r.end_ms, fresh)

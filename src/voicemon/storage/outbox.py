@@ -54,16 +54,28 @@ class OutboxEntry:
 
 def enqueue(conn: Connection, kind: str, ref_id: str, payload: str, now_ms: int) -> None:
     """Add a pending entry, due now, in the caller's transaction: it exists exactly if that commits."""
+    enqueue_many(conn, [(kind, ref_id, payload)], now_ms)
+
+
+def enqueue_many(conn: Connection, entries: Sequence[tuple[str, str, str]], now_ms: int) -> None:
+    """Add pending entries, each (kind, ref_id, payload), due now, in one statement of the caller's
+    transaction."""
+    if not entries:
+        return
     conn.execute(
-        outbox.insert().values(
-            kind=kind,
-            ref_id=ref_id,
-            payload=payload,
-            status=OutboxStatus.PENDING.value,
-            attempts=0,
-            next_attempt_ms=now_ms,
-            created_ms=now_ms,
-        )
+        outbox.insert(),
+        [
+            {
+                "kind": kind,
+                "ref_id": ref_id,
+                "payload": payload,
+                "status": OutboxStatus.PENDING.value,
+                "attempts": 0,
+                "next_attempt_ms": now_ms,
+                "created_ms": now_ms,
+            }
+            for kind, ref_id, payload in entries
+        ],
     )
 
 
