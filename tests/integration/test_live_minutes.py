@@ -102,15 +102,15 @@ def test_live_hours_from_minute_rows_equal_their_raw_events(
 
 
 def _raw_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """Record the ranges of every raw-event read of stage measures."""
+    """Record the ranges of every raw-event read."""
     seen: list[tuple[int, int]] = []
-    real = snapshot_store.type_groups
+    real = snapshot_store.raw_groups
 
     def recording(conn: Any, start_ms: int, end_ms: int, scope: Any = ALL_SCOPES) -> Any:
         seen.append((start_ms, end_ms))
         return real(conn, start_ms, end_ms, scope)
 
-    monkeypatch.setattr(snapshot_store, "type_groups", recording)
+    monkeypatch.setattr(snapshot_store, "raw_groups", recording)
     return seen
 
 

@@ -53,11 +53,8 @@ def parts_from_events(
     conn: Connection, start_ms: int, end_ms: int, scope: str | None = ALL_SCOPES
 ) -> dict[str, SnapshotParts]:
     """Snapshot parts of every scope (or of one ``scope``, "" = platform), straight from the raw events
-    of ``[start_ms, end_ms)``: SQL counts and sums in one pass, sketches from the streamed durations."""
-    return build_parts(
-        snapshot_store.type_groups(conn, start_ms, end_ms, scope),
-        snapshot_store.end_to_end_samples(conn, start_ms, end_ms, scope),
-    )
+    of ``[start_ms, end_ms)``: SQL counts and sums in one statement, sketches from the streamed durations."""
+    return build_parts(*snapshot_store.raw_groups(conn, start_ms, end_ms, scope))
 
 
 def live_parts(conn: Connection, start_ms: int, end_ms: int, scope: str | None) -> dict[str, SnapshotParts]:
@@ -65,12 +62,8 @@ def live_parts(conn: Connection, start_ms: int, end_ms: int, scope: str | None) 
     aggregated, read from the fresh minute rows of that range plus the raw events of the minutes that are
     not fresh (:func:`~voicemon.domain.periods.plan_minutes`): in steady state, the minute in progress."""
     hour = period_start(Period.HOURLY, start_ms)
-    cover = plan_minutes(
-        start_ms,
-        end_ms,
-        snapshot_store.version_of(conn, Period.HOURLY.value, hour),
-        snapshot_store.versions(conn, MINUTELY, hour, hour + Period.HOURLY.length_ms),
-    )
+    hour_version, minutes = snapshot_store.hour_and_minutes(conn, hour)
+    cover = plan_minutes(start_ms, end_ms, hour_version, minutes)
     rows = snapshot_store.load_cover(conn, MINUTELY, Cover((), cover.minute_runs), scope)
     by_scope = merge_by_scope(rows)
     for run_start, run_end in cover.raw_runs:

@@ -8,11 +8,24 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, String, and_, case, delete, false, func, literal, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    String,
+    and_,
+    case,
+    delete,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 
 from voicemon.domain.aggregation import TypeGroup
 from voicemon.domain.model import EventType
-from voicemon.domain.periods import Cover
+from voicemon.domain.periods import MINUTELY, Cover, Period
 from voicemon.domain.records import SnapshotRow
 from voicemon.domain.sketch import merge_encoded_groups
 from voicemon.domain.snapshot import Latency, SnapshotParts, from_columns, to_columns, unpack_sketches
@@ -43,46 +56,30 @@ def _org_column(scope: str | None) -> Any:
     return events.c.organization_id if scope is ALL_SCOPES else literal(scope or None, String)
 
 
-def type_groups(
+def raw_groups(
     conn: Connection, start_ms: int, end_ms: int, scope: str | None = ALL_SCOPES
-) -> list[TypeGroup]:
-    """One pass in SQL over ``[start_ms, end_ms)``: per (organization, event type) every measure, and the
-    list of durations of the latency samples, as one string per group. With one ``scope``, only that
-    scope's events, grouped by type alone."""
-    e = events.c
-    samples = case((e.event_type.in_(SAMPLED_TYPE_NAMES), e.duration_us), else_=None)
-    query = select(_org_column(scope), e.event_type, *_MEASURES.values(), concat_integers(conn, samples))
-    query = _scoped(query.where(e.ts_ms >= start_ms, e.ts_ms < end_ms), scope).group_by(e.event_type)
-    out = []
-    for org, event_type, *totals, durations in conn.execute(query):
-        values = dict(zip(_MEASURES, map(int, totals), strict=True))
-        out.append(TypeGroup(org, EventType(event_type), values, integers_of(durations)))
-    return out
+) -> tuple[list[TypeGroup], list[tuple[str | None, NDArray[np.int64]]]]:
+    """One statement over the raw events of ``[start_ms, end_ms)``, for every scope or for one:
 
+    - per (organization, event type), every measure and the durations of the latency samples, as one
+      string per group (the type groups);
+    - per organization, completed minus received (µs) of each artifact completion, as one string (the
+      end-to-end samples).
 
-# How each measure of a type group is computed from the events' columns.
-_MEASURES: dict[Measure, Any] = {
-    Measure.EVENTS: func.count(),
-    Measure.COST_NUSD: func.coalesce(func.sum(events.c.cost_nusd), 0),
-    Measure.CONFIDENCE_SUM_PPB: func.coalesce(func.sum(events.c.confidence_ppb), 0),
-    Measure.CONFIDENCE_COUNT: func.count(events.c.confidence_ppb),
-    Measure.CLAIMS: func.coalesce(func.sum(events.c.claim_count), 0),
-    Measure.ENTITIES: func.coalesce(func.sum(events.c.entity_count), 0),
-    Measure.DRAFTS: func.coalesce(func.sum(events.c.draft_count), 0),
-}
-SAMPLED_TYPE_NAMES = sorted(t.value for t in SAMPLED_TYPES)
-
-
-def end_to_end_samples(
-    conn: Connection, start_ms: int, end_ms: int, scope: str | None = ALL_SCOPES
-) -> list[tuple[str | None, NDArray[np.int64]]]:
-    """Per organization, completed minus received (µs) of each artifact completion in the period, as one
-    string per organization from the GROUP BY (like the stage durations of :func:`type_groups`); with one
-    ``scope``, that scope's alone."""
+    The two reads travel as one UNION ALL; the end-to-end rows are the ones without an event type."""
     e = events.c
     a = artifacts.c
-    query = (
-        select(_org_column(scope), concat_integers(conn, (e.ts_ms - a.received_at_ms) * 1000))
+    samples = case((e.event_type.in_(SAMPLED_TYPE_NAMES), e.duration_us), else_=None)
+    groups = select(_org_column(scope), e.event_type, *_MEASURES.values(), concat_integers(conn, samples))
+    groups = _scoped(groups.where(e.ts_ms >= start_ms, e.ts_ms < end_ms), scope).group_by(e.event_type)
+    no_measures = [literal(0, BigInteger) for _ in _MEASURES]
+    end_to_end = (
+        select(
+            _org_column(scope),
+            literal(None, String),
+            *no_measures,
+            concat_integers(conn, (e.ts_ms - a.received_at_ms) * 1000),
+        )
         .select_from(
             events.join(
                 artifacts,
@@ -97,8 +94,29 @@ def end_to_end_samples(
             a.received_at_ms <= e.ts_ms,
         )
     )
-    rows = conn.execute(_scoped(query, scope))
-    return [(org, integers_of(values)) for org, values in rows if values is not None]
+    out: list[TypeGroup] = []
+    e2e: list[tuple[str | None, NDArray[np.int64]]] = []
+    for org, event_type, *totals, values in conn.execute(union_all(groups, _scoped(end_to_end, scope))):
+        if event_type is None:
+            if values is not None:
+                e2e.append((org, integers_of(values)))
+            continue
+        measures = dict(zip(_MEASURES, map(int, totals), strict=True))
+        out.append(TypeGroup(org, EventType(event_type), measures, integers_of(values)))
+    return out, e2e
+
+
+# How each measure of a type group is computed from the events' columns.
+_MEASURES: dict[Measure, Any] = {
+    Measure.EVENTS: func.count(),
+    Measure.COST_NUSD: func.coalesce(func.sum(events.c.cost_nusd), 0),
+    Measure.CONFIDENCE_SUM_PPB: func.coalesce(func.sum(events.c.confidence_ppb), 0),
+    Measure.CONFIDENCE_COUNT: func.count(events.c.confidence_ppb),
+    Measure.CLAIMS: func.coalesce(func.sum(events.c.claim_count), 0),
+    Measure.ENTITIES: func.coalesce(func.sum(events.c.entity_count), 0),
+    Measure.DRAFTS: func.coalesce(func.sum(events.c.draft_count), 0),
+}
+SAMPLED_TYPE_NAMES = sorted(t.value for t in SAMPLED_TYPES)
 
 
 # --- period versions --------------------------------------------------------------------------------------
@@ -125,6 +143,30 @@ def versions(
         v.period_type == period_type, v.period_start_ms >= start_ms, v.period_start_ms < end_ms
     )
     return {int(s): (int(ver), None if agg is None else int(agg)) for s, ver, agg in conn.execute(query)}
+
+
+def hour_and_minutes(conn: Connection, hour_ms: int) -> tuple[int, dict[int, tuple[int, int | None]]]:
+    """The version of the hour at ``hour_ms`` and (version, aggregated_version) of each of its minutes
+    with a version row, in one read (what :func:`~voicemon.domain.periods.plan_minutes` takes)."""
+    v = period_versions.c
+    query = select(v.period_type, v.period_start_ms, v.version, v.aggregated_version).where(
+        or_(
+            and_(v.period_type == Period.HOURLY.value, v.period_start_ms == hour_ms),
+            and_(
+                v.period_type == MINUTELY,
+                v.period_start_ms >= hour_ms,
+                v.period_start_ms < hour_ms + Period.HOURLY.length_ms,
+            ),
+        )
+    )
+    hour_version = 0
+    minutes: dict[int, tuple[int, int | None]] = {}
+    for period_type, start, version, done in conn.execute(query):
+        if period_type == MINUTELY:
+            minutes[int(start)] = (int(version), None if done is None else int(done))
+        else:
+            hour_version = int(version)
+    return hour_version, minutes
 
 
 def version_of(conn: Connection, period_type: str, start_ms: int) -> int:
