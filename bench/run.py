@@ -541,7 +541,7 @@ def bench_live_tail(backend: str, sizes: Sizes) -> list[Row]:
     return rows
 
 
-def _p95_ms(fn: Callable[[], Any], n: int = 20) -> float:
+def _p95_ms(fn: Callable[[], Any], n: int = 100) -> float:
     fn()
     gc.collect()
     gc.freeze()

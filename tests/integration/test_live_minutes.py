@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 
 from tests.conftest import NOW_MS, STAFF, Api, FreshServices
 from tests.helpers import ev
@@ -140,6 +141,34 @@ def test_after_the_minutes_job_only_the_minute_in_progress_is_read_raw(
     current = api.call("GET", "/v1/metrics/current").json()
     assert seen == [(IN_PROGRESS, NOW + 1)]
     assert current["artifacts_received"] == 5
+
+
+def test_a_range_with_live_hours_is_three_statements_however_many_hours_are_live(
+    api: Api, services: Services, clock: FakeClock
+) -> None:
+    """Versions, stored rows with minute rows, the minute in progress: never a read per live hour."""
+    clock.set(NOW)
+    for minute in (PREVIOUS_HOUR + 5 * MINUTE_MS, THIS_HOUR + MINUTE_MS):
+        services.ingest_blocking(_events(minute, "org-a", 2, "x"), STAFF)
+    services.ingest_blocking(_events(IN_PROGRESS, "org-b", 1, "now"), STAFF)
+    assert api.call("POST", "/v1/jobs/aggregate-minutes/runs").json()["status"] == "succeeded"
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    last_day = services.metrics.resolve_range(Period.HOURLY, None, None)
+    event.listen(services.db.engine, "before_cursor_execute", count)
+    try:
+        merged = services.metrics.summary(STAFF, last_day, None)
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", count)
+    statements = [s for s in statements if s.split()[0] == "SELECT"]
+    # No hourly run yet: the three newest hours are live (00:00 empty, 01:00 and 02:00 from minute rows).
+    assert len(merged.plan.live) == 3, merged.plan
+    assert merged.parts.received == 5
+    assert len(statements) == 3, statements
+    assert api.call("GET", "/v1/metrics/summary").json()["artifacts_received"] == 5
 
 
 def test_a_late_event_in_a_built_minute_is_read_raw_until_the_next_run(

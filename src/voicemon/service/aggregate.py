@@ -13,6 +13,7 @@ children when marked, and a range query lets it stand in for its children only w
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -57,16 +58,36 @@ def parts_from_events(
     return build_parts(*snapshot_store.raw_groups(conn, start_ms, end_ms, scope))
 
 
+def live_reads(
+    book: snapshot_store.VersionBook, spans: Sequence[tuple[int, int]]
+) -> tuple[Cover, tuple[tuple[int, int], ...]]:
+    """How to read live ``spans`` (each inside one hour that is not aggregated; ``book`` holds those hours'
+    versions and their minute rows): the fresh minute rows to load (a cover of minute runs) and the runs to
+    read from raw events (:func:`~voicemon.domain.periods.plan_minutes`; in steady state, the minute in
+    progress)."""
+    minute_runs: list[tuple[int, int]] = []
+    raw_runs: list[tuple[int, int]] = []
+    for start_ms, end_ms in spans:
+        hour = period_start(Period.HOURLY, start_ms)
+        hour_version = book.versions.get(hour, (0, None))[0]
+        plan = plan_minutes(start_ms, end_ms, hour_version, book.minutes_of(hour))
+        minute_runs += plan.minute_runs
+        raw_runs += plan.raw_runs
+    return Cover((), tuple(minute_runs)), tuple(raw_runs)
+
+
 def live_parts(conn: Connection, start_ms: int, end_ms: int, scope: str | None) -> dict[str, SnapshotParts]:
     """The same as :func:`parts_from_events` for ``[start_ms, end_ms)`` inside one hour that is not
     aggregated, read from the fresh minute rows of that range plus the raw events of the minutes that are
-    not fresh (:func:`~voicemon.domain.periods.plan_minutes`): in steady state, the minute in progress."""
+    not fresh (:func:`live_reads`): three statements in steady state."""
     hour = period_start(Period.HOURLY, start_ms)
-    hour_version, minutes = snapshot_store.hour_and_minutes(conn, hour)
-    cover = plan_minutes(start_ms, end_ms, hour_version, minutes)
-    rows = snapshot_store.load_cover(conn, MINUTELY, Cover((), cover.minute_runs), scope)
-    by_scope = merge_by_scope(rows)
-    for run_start, run_end in cover.raw_runs:
+    end = hour + Period.HOURLY.length_ms
+    book = snapshot_store.version_book(
+        conn, Period.HOURLY.value, hour, end, cover_types=(), cover_from_ms=hour, minutes_from_ms=hour
+    )
+    minutes, raw_runs = live_reads(book, [(start_ms, end_ms)])
+    by_scope = merge_by_scope(snapshot_store.load_cover(conn, MINUTELY, minutes, scope))
+    for run_start, run_end in raw_runs:
         add_scopes(by_scope, parts_from_events(conn, run_start, run_end, scope))
     return by_scope
 

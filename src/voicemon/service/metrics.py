@@ -21,20 +21,27 @@ from sqlalchemy import Connection
 from voicemon.clock import Clock
 from voicemon.domain.access import READERS, STAFF_ONLY, Principal, aggregate_scope, require_role
 from voicemon.domain.counters import PLATFORM_SCOPE
-from voicemon.domain.coverage import RangePlan, plan_range
-from voicemon.domain.periods import Cover, Period, period_start, plan_cover, units_above
+from voicemon.domain.coverage import MAX_LIVE_PERIODS, RangePlan, plan_range
+from voicemon.domain.periods import MINUTELY, Cover, Period, period_start, plan_cover, units_above
 from voicemon.domain.records import SnapshotRow
 from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.snapshot_fields import ORG_BREAKDOWN
 from voicemon.domain.snapshot_layout import reads
 from voicemon.domain.timeutil import DAY_MS
 from voicemon.errors import ValidationError
-from voicemon.service.aggregate import Aggregator, add_scopes, live_parts, merge_by_scope
+from voicemon.service.aggregate import (
+    Aggregator,
+    add_scopes,
+    live_parts,
+    live_reads,
+    merge_by_scope,
+    parts_from_events,
+)
 from voicemon.service.orgs import display_names
 from voicemon.settings import Settings
 from voicemon.storage import Database
 from voicemon.storage import snapshots as snapshot_store
-from voicemon.storage.snapshots import ALL_SCOPES
+from voicemon.storage.snapshots import ALL_SCOPES, VersionBook
 
 DEFAULT_RANGE_MS = {Period.HOURLY: DAY_MS, Period.DAILY: 30 * DAY_MS}
 
@@ -109,7 +116,7 @@ class MetricsQueries:
         scope = aggregate_scope(principal, organization_id) or PLATFORM_SCOPE
         now_ms = self._clock.now_ms()
         with self._db.read() as conn:
-            plan = self._plan(conn, r, now_ms)
+            plan = self._plan(self._book(conn, r, now_ms), r, now_ms)
             rows = snapshot_store.load_rows(conn, r.period.value, r.start_ms, r.end_ms, scope)
             live = self._live(conn, plan, scope)
         for start, parts in live.items():
@@ -155,9 +162,12 @@ class MetricsQueries:
         parts the breakdown's fields read (:data:`ORG_BREAKDOWN`) are read from stored rows; live periods
         add what they computed."""
         require_role(principal, *STAFF_ONLY)
+        now_ms = self._clock.now_ms()
         with self._db.read() as conn:
-            plan = self._plan(conn, r, self._clock.now_ms())
-            totals = snapshot_store.org_totals(conn, r.period.value, self._cover(conn, r), _ORG_READS)
+            book = self._book(conn, r, now_ms)
+            plan = self._plan(book, r, now_ms)
+            cover = plan_cover(r.period, r.start_ms, r.end_ms, book.fresh)
+            totals = snapshot_store.org_totals(conn, r.period.value, cover, _ORG_READS)
             merged = {t.scope: t.parts for t in totals}
             for live in self._live(conn, plan, ALL_SCOPES).values():
                 add_scopes(merged, {s: p for s, p in live.items() if s != PLATFORM_SCOPE})
@@ -168,10 +178,28 @@ class MetricsQueries:
 
     # --- the pieces every range answer is made of ------------------------------------------------------
 
-    def _plan(self, conn: Connection, r: Range, now_ms: int) -> RangePlan:
-        versions = snapshot_store.versions(conn, r.period.value, r.start_ms, r.end_ms)
-        stored = {s for s, (_, done) in versions.items() if done is not None}
-        stale = {s for s, (version, done) in versions.items() if done is not None and version > done}
+    def _book(self, conn: Connection, r: Range, now_ms: int, *, minutes: bool = False) -> VersionBook:
+        """The versions a range answer needs, in one read; with ``minutes``, also the minute rows of the
+        hours it may answer live. Those are the newest periods of the range (the live ones always follow
+        the newest aggregated one, :func:`~voicemon.domain.coverage.plan_range`), so the last
+        :data:`MAX_LIVE_PERIODS` hours bound them."""
+        minutes_from = None
+        if minutes and r.period is Period.HOURLY:
+            last = period_start(Period.HOURLY, min(r.end_ms, now_ms + 1) - 1)
+            minutes_from = last - (MAX_LIVE_PERIODS - 1) * Period.HOURLY.length_ms
+        return snapshot_store.version_book(
+            conn,
+            r.period.value,
+            r.start_ms,
+            r.end_ms,
+            cover_types=[u.period_type for u in units_above(r.period)],
+            cover_from_ms=cover_from_ms(r, now_ms, self._hourly_retention_ms),
+            minutes_from_ms=minutes_from,
+        )
+
+    def _plan(self, book: VersionBook, r: Range, now_ms: int) -> RangePlan:
+        stored = {s for s, (_, done) in book.versions.items() if done is not None}
+        stale = {s for s, (version, done) in book.versions.items() if done is not None and version > done}
         return plan_range(
             r.period,
             r.start_ms,
@@ -179,7 +207,7 @@ class MetricsQueries:
             now_ms,
             stored=stored,
             stale=stale,
-            newest_stored_ms=snapshot_store.newest_aggregated(conn, r.period.value),
+            newest_stored_ms=book.newest_aggregated_ms,
             live_from_ms=self._sources.oldest_start_ms(r.period, now_ms),
         )
 
@@ -199,7 +227,8 @@ class MetricsQueries:
                 hours = Range(Period.HOURLY, start, end)
                 rows = snapshot_store.load_rows(conn, Period.HOURLY.value, start, end, ALL_SCOPES)
                 by_scope = merge_by_scope(rows)
-                for live in self._live(conn, self._plan(conn, hours, plan.now_ms), ALL_SCOPES).values():
+                hours_plan = self._plan(self._book(conn, hours, plan.now_ms), hours, plan.now_ms)
+                for live in self._live(conn, hours_plan, ALL_SCOPES).values():
                     add_scopes(by_scope, live)
                 out[start] = by_scope
             else:
@@ -209,24 +238,39 @@ class MetricsQueries:
     def _merge(
         self, conn: Connection, r: Range, scope: str, now_ms: int
     ) -> tuple[SnapshotParts, int | None, RangePlan]:
-        plan = self._plan(conn, r, now_ms)
-        rows = snapshot_store.load_cover(conn, r.period.value, self._cover(conn, r), scope)
-        live = self._live(conn, plan, scope)
-        computed = max((row.computed_ms for row in rows), default=None)
-        if live:
-            computed = now_ms
-        return merge_parts([*(row.parts for row in rows), *live.values()]), computed, plan
+        """One scope's range merged, with its plan. An hourly range is three statements however many
+        live hours it has: its versions (:meth:`_book`), its stored rows with the fresh minute rows of
+        its live hours, and the raw events of the minutes that are not fresh. A daily range computes a
+        live day as the hourly range of its hours."""
+        book = self._book(conn, r, now_ms, minutes=True)
+        plan = self._plan(book, r, now_ms)
+        cover = plan_cover(r.period, r.start_ms, r.end_ms, book.fresh)
+        if r.period is Period.HOURLY:
+            spans = [(start, min(start + r.period.length_ms, now_ms + 1)) for start in plan.live]
+            minutes, raw_runs = live_reads(book, spans)
+            rows = snapshot_store.load_covers(conn, [(r.period.value, cover), (MINUTELY, minutes)], scope)
+            parts = [row.parts for row in rows]
+            for run_start, run_end in raw_runs:
+                parts.append(parts_from_events(conn, run_start, run_end, scope).get(scope, SnapshotParts()))
+        else:
+            rows = snapshot_store.load_cover(conn, r.period.value, cover, scope)
+            parts = [*(row.parts for row in rows), *self._live(conn, plan, scope).values()]
+        computed = now_ms if plan.live else max((row.computed_ms for row in rows), default=None)
+        return merge_parts(parts), computed, plan
 
-    def _cover(self, conn: Connection, r: Range) -> Cover:
-        return range_cover(conn, r, self._clock.now_ms(), self._hourly_retention_ms)
+
+def cover_from_ms(r: Range, now_ms: int, hourly_retention_ms: int) -> int:
+    """The oldest start at which a period above the range's own may stand in for its rows. A daily row
+    stands in for its hours only while they are all kept: a day older than hourly retention may have lost
+    some of them."""
+    if r.period is Period.HOURLY:
+        return max(r.start_ms, now_ms - hourly_retention_ms)
+    return r.start_ms
 
 
 def range_cover(conn: Connection, r: Range, now_ms: int, hourly_retention_ms: int) -> Cover:
-    """How to read a range in the fewest rows. A daily row stands in for its hours only while they are
-    all kept: a day older than hourly retention may have lost some of them."""
-    oldest = r.start_ms
-    if r.period is Period.HOURLY:
-        oldest = max(oldest, now_ms - hourly_retention_ms)
+    """How to read a range in the fewest rows (:func:`cover_from_ms`)."""
+    oldest = cover_from_ms(r, now_ms, hourly_retention_ms)
     types = [u.period_type for u in units_above(r.period)]
     fresh = snapshot_store.fresh_periods(conn, types, oldest, r.end_ms)
     return plan_cover(r.period, r.start_ms, r.end_ms, fresh)

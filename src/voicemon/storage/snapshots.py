@@ -145,28 +145,74 @@ def versions(
     return {int(s): (int(ver), None if agg is None else int(agg)) for s, ver, agg in conn.execute(query)}
 
 
-def hour_and_minutes(conn: Connection, hour_ms: int) -> tuple[int, dict[int, tuple[int, int | None]]]:
-    """The version of the hour at ``hour_ms`` and (version, aggregated_version) of each of its minutes
-    with a version row, in one read (what :func:`~voicemon.domain.periods.plan_minutes` takes)."""
+@dataclass(frozen=True, slots=True)
+class VersionBook:
+    """What one range answer needs to know about period versions, read in one statement: the
+    (version, aggregated_version) of the range's own periods, the newest period of its type ever
+    aggregated, the fresh periods of the types that can stand in for its rows, and the minute version
+    rows of the hours that may be answered live."""
+
+    versions: dict[int, tuple[int, int | None]]
+    newest_aggregated_ms: int | None
+    fresh: set[tuple[str, int]]
+    minutes: dict[int, tuple[int, int | None]]
+
+    def minutes_of(self, hour_ms: int) -> dict[int, tuple[int, int | None]]:
+        end = hour_ms + Period.HOURLY.length_ms
+        return {s: v for s, v in self.minutes.items() if hour_ms <= s < end}
+
+
+# The type column of the one row of a version book that carries the newest aggregated start.
+_NEWEST = "~newest"
+
+
+def version_book(
+    conn: Connection,
+    period_type: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    cover_types: Sequence[str],
+    cover_from_ms: int,
+    minutes_from_ms: int | None,
+) -> VersionBook:
+    """Read a :class:`VersionBook` in one statement: the periods of ``period_type`` starting in
+    ``[start_ms, end_ms)``, the fresh periods of ``cover_types`` starting in ``[cover_from_ms, end_ms)``,
+    the minute rows starting in ``[minutes_from_ms, end_ms)`` (none when None), and the newest aggregated
+    start of ``period_type``."""
     v = period_versions.c
-    query = select(v.period_type, v.period_start_ms, v.version, v.aggregated_version).where(
-        or_(
-            and_(v.period_type == Period.HOURLY.value, v.period_start_ms == hour_ms),
-            and_(
-                v.period_type == MINUTELY,
-                v.period_start_ms >= hour_ms,
-                v.period_start_ms < hour_ms + Period.HOURLY.length_ms,
-            ),
+    wanted = [
+        and_(v.period_type == period_type, v.period_start_ms >= start_ms, v.period_start_ms < end_ms),
+        and_(
+            v.period_type.in_(cover_types),
+            v.period_start_ms >= cover_from_ms,
+            v.period_start_ms < end_ms,
+            v.aggregated_version == v.version,
+        ),
+    ]
+    if minutes_from_ms is not None:
+        wanted.append(
+            and_(v.period_type == MINUTELY, v.period_start_ms >= minutes_from_ms, v.period_start_ms < end_ms)
         )
-    )
-    hour_version = 0
-    minutes: dict[int, tuple[int, int | None]] = {}
-    for period_type, start, version, done in conn.execute(query):
-        if period_type == MINUTELY:
-            minutes[int(start)] = (int(version), None if done is None else int(done))
+    rows = select(v.period_type, v.period_start_ms, v.version, v.aggregated_version).where(or_(*wanted))
+    newest = select(
+        literal(_NEWEST, String),
+        func.max(v.period_start_ms),
+        literal(0, BigInteger),
+        literal(None, BigInteger),
+    ).where(v.period_type == period_type, v.aggregated_version.is_not(None))
+    book = VersionBook({}, None, set(), {})
+    newest_ms: int | None = None
+    for kind, start, version, done in conn.execute(union_all(rows, newest)):
+        if kind == _NEWEST:
+            newest_ms = None if start is None else int(start)
+        elif kind == period_type:
+            book.versions[int(start)] = (int(version), None if done is None else int(done))
+        elif kind == MINUTELY:
+            book.minutes[int(start)] = (int(version), None if done is None else int(done))
         else:
-            hour_version = int(version)
-    return hour_version, minutes
+            book.fresh.add((kind, int(start)))
+    return VersionBook(book.versions, newest_ms, book.fresh, book.minutes)
 
 
 def version_of(conn: Connection, period_type: str, start_ms: int) -> int:
@@ -262,8 +308,16 @@ def _covered(base_type: str, cover: Cover) -> Any:
 
 def load_cover(conn: Connection, base_type: str, cover: Cover, scope: str | None) -> list[SnapshotRow]:
     """The rows of a cover for one scope ("" = platform), or every scope (:data:`ALL_SCOPES`)."""
+    return load_covers(conn, [(base_type, cover)], scope)
+
+
+def load_covers(
+    conn: Connection, covers: Sequence[tuple[str, Cover]], scope: str | None
+) -> list[SnapshotRow]:
+    """The rows of several covers (base type, cover) in one statement: a range's stored rows with the
+    minute rows of its live hours."""
     s = snapshots.c
-    where = _covered(base_type, cover)
+    where = or_(*(_covered(base_type, cover) for base_type, cover in covers))
     if scope is not ALL_SCOPES:
         where = and_(where, s.scope == scope)
     query = select(snapshots).where(where).order_by(s.period_start_ms, s.scope)
