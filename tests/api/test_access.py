@@ -28,10 +28,12 @@ MISSING = (401, "missing_key")
 INVALID = (401, "invalid_key")
 ROLE = (403, "forbidden_role")
 SCOPE = (403, "forbidden_organization")
+GONE = (404, "alert_not_found")
 
 REALTIME_A = "/v1/metrics/realtime?organization_id=org-a"
 H = "?period=hourly"
 HA = "?period=hourly&organization_id=org-a"
+ALERTS_B = "/v1/alerts?organization_id=org-b"
 
 # fmt: off
 MATRIX: dict[str, tuple[Any, ...]] = {
@@ -57,6 +59,13 @@ MATRIX: dict[str, tuple[Any, ...]] = {
     "POST /v1/artifacts/art-b/retries":    (MISSING, INVALID, INVALID, ROLE, ROLE,  202,  ROLE,    ROLE),
     "GET /v1/jobs":                        (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
     "POST /v1/jobs/cleanup-events/runs":   (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
+    # Alerts (SPEC 14): viewers read, an organization's viewer only its own; staff acknowledge and change.
+    "GET /v1/alerts":                      (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
+    f"GET {ALERTS_B}":                     (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    SCOPE),
+    "GET /v1/alerts/no-such":              (MISSING, INVALID, INVALID, ROLE, GONE,  GONE, ROLE,    GONE),
+    "POST /v1/alerts/no-such/ack":         (MISSING, INVALID, INVALID, ROLE, ROLE,  GONE, ROLE,    ROLE),
+    "GET /v1/alert-rules":                 (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
+    "PUT /v1/alert-rules/failure_rate":    (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
 }
 # fmt: on
 
@@ -66,6 +75,8 @@ BODIES: dict[str, Any] = {
     "PUT /v1/orgs/org-a": lambda: {"name": "Alpha"},
     "POST /v1/artifacts/art-b/retries": lambda: {"stage": "full", "reason": "access test"},
     "POST /v1/jobs/cleanup-events/runs": lambda: {},
+    "POST /v1/alerts/no-such/ack": lambda: {"note": "access test"},
+    "PUT /v1/alert-rules/failure_rate": lambda: {"min_volume": 30},
 }
 
 
@@ -80,13 +91,14 @@ class World:
         return self.api.call(method, path, self.keys[caller], **kwargs)
 
     def stored(self) -> tuple[Any, ...]:
-        """What a refused write must leave alone: events, the org directory, retries and job runs."""
+        """What a refused write must leave alone: events, the org directory, retries, job runs and rules."""
         with self.api.services.db.read() as conn:
             events = count_events(conn)
         orgs = [(o.organization_id, o.name) for o in self.api.services.orgs.list(STAFF)]
         retries = items_of(self.api.call("GET", "/v1/artifacts/art-b/retries"))
         runs = items_of(self.api.call("GET", "/v1/jobs/cleanup-events/runs"))
-        return events, orgs, len(retries), len(runs)
+        rules = [(r.config, r.updated_by) for r in self.api.services.alerts.rules(STAFF)]
+        return events, orgs, len(retries), len(runs), rules
 
 
 @pytest.fixture

@@ -29,7 +29,12 @@ from voicemon.domain.timeutil import MINUTE_MS
 MAX_EXAMPLES = 30
 
 # Path parameters that name things that exist, so generated requests also reach the code past the lookup.
-KNOWN_PATH_VALUES = {"artifact_id": "art-1", "organization_id": "org-1", "name": "cleanup-events"}
+KNOWN_PATH_VALUES = {
+    "artifact_id": "art-1",
+    "organization_id": "org-1",
+    "name": "cleanup-events",
+    "rule": "failure_rate",
+}
 
 # Every endpoint of SPEC 7 implemented so far; the document must describe each of them.
 SPEC_OPERATIONS = {
@@ -41,6 +46,11 @@ SPEC_OPERATIONS = {
     "GET /v1/orgs",
     "PUT /v1/orgs/{organization_id}",
     "GET /healthz",
+    "GET /v1/alerts",
+    "GET /v1/alerts/{alert_id}",
+    "POST /v1/alerts/{alert_id}/ack",
+    "GET /v1/alert-rules",
+    "PUT /v1/alert-rules/{rule}",
 }
 
 
@@ -110,16 +120,26 @@ def test_healthz_gives_the_errors_its_document_lists(api: Api) -> None:
         assert set(r.json()["error"]) == {"code", "message"}
 
 
-def _seed(api: Api) -> None:
+def _seed(api: Api) -> dict[str, str]:
+    """Data every operation can find, and the path values that name it."""
     events = [
         ev("artifact_received", "art-1", NOW_MS - 3 * MINUTE_MS, organization_id="org-1"),
         ev("transcription_completed", "art-1", NOW_MS - 2 * MINUTE_MS, organization_id="org-1"),
         ev("artifact_failed", "art-1", NOW_MS - MINUTE_MS, organization_id="org-1", error_code="boom"),
     ]
+    # Enough failed artifacts for a failure-rate alert of org-1 (and of the platform).
+    for i in range(20):
+        events += [
+            ev("artifact_received", f"fail-{i}", NOW_MS - 3 * MINUTE_MS, organization_id="org-1"),
+            ev("artifact_failed", f"fail-{i}", NOW_MS - MINUTE_MS, organization_id="org-1"),
+        ]
     assert api.services.ingest_blocking(events, STAFF).accepted == len(events)
     api.services.orgs.put(STAFF, "org-1", "Org One")
     # A retry of art-1 can be accepted: there is a handler to tell (else 503 no_retry_handler).
     api.services.set_retry_handler(lambda command: None)
+    api.services.alerts.evaluate(STAFF)
+    page = api.services.alerts.list_alerts(STAFF, organization_id="org-1")
+    return {**KNOWN_PATH_VALUES, "alert_id": page.items[0][0].alert_id}
 
 
 # No server error, and no reply the document does not describe: its status, content type and body
@@ -148,7 +168,7 @@ def _fuzz(
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
 def test_generated_requests_get_no_server_error(api: Api, mode: GenerationMode) -> None:
-    _seed(api)
+    known_values = _seed(api)
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.client.app)
     headers = {"Authorization": f"Bearer {api.staff_key}"}
     statuses: dict[str, Counter[int]] = {}
@@ -161,7 +181,7 @@ def test_generated_requests_get_no_server_error(api: Api, mode: GenerationMode) 
         if mode is GenerationMode.NEGATIVE and not has_input:
             continue  # nothing to make invalid
         strategies = [operation.as_strategy(generation_mode=mode)]
-        known = {p.name: KNOWN_PATH_VALUES[p.name] for p in operation.path_parameters}
+        known = {p.name: known_values[p.name] for p in operation.path_parameters}
         if known and mode is GenerationMode.POSITIVE:
             strategies.append(operation.as_strategy(generation_mode=mode, path_parameters=known))
         for strategy in strategies:
@@ -183,7 +203,7 @@ def test_generated_requests_get_no_server_error(api: Api, mode: GenerationMode) 
 def test_replies_to_every_kind_of_caller_match_the_document(api: Api, caller: str) -> None:
     """The refusals a staff key never sees (401, 403, and the 404 of another organization's artifact)
     are declared too, with the one error body."""
-    _seed(api)
+    known_values = _seed(api)
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.client.app)
     key = {"none": "", "ingest": api.key("ingest"), "viewer@org-1": api.key("viewer", "org-1")}[caller]
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -192,7 +212,7 @@ def test_replies_to_every_kind_of_caller_match_the_document(api: Api, caller: st
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result
         operation = result.ok()
-        known = {p.name: KNOWN_PATH_VALUES[p.name] for p in operation.path_parameters}
+        known = {p.name: known_values[p.name] for p in operation.path_parameters}
         strategy = operation.as_strategy(generation_mode=GenerationMode.POSITIVE, path_parameters=known)
         try:
             _fuzz(strategy, headers, seen, max_examples=5)

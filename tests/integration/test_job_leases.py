@@ -17,10 +17,10 @@ from tests.conftest import NOW_MS, STAFF
 from tests.helpers import ev, wait_for
 from voicemon.clock import FakeClock
 from voicemon.domain.records import RunRecord
+from voicemon.domain.schedule import previous_fire
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS, floor_to, format_time
 from voicemon.errors import StorageError
 from voicemon.jobs import JobDefinition, JobRunner, build_runner
-from voicemon.jobs.schedule import previous_fire
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import jobs as job_store

@@ -18,11 +18,11 @@ from voicemon.clock import FakeClock
 from voicemon.domain.access import SYSTEM, Principal, Role
 from voicemon.domain.periods import Period, complete_periods
 from voicemon.domain.records import RunRecord
+from voicemon.domain.schedule import previous_fire
 from voicemon.domain.snapshot import SnapshotParts
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, format_time
 from voicemon.errors import ConflictError, ForbiddenError
 from voicemon.jobs import JobDefinition, JobRunner, build_runner
-from voicemon.jobs.schedule import previous_fire
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import jobs as job_store
@@ -194,6 +194,7 @@ def test_two_schedulers_run_each_tick_exactly_once(db_url: str, clock: FakeClock
             "aggregate-daily": 3,
             "cleanup-snapshots": 1,  # weekly, last Sunday (the 48 hours start on a Monday)
             "cleanup-events": 1,
+            "evaluate-alerts": 288,  # every 5 minutes: once per step of 10 simulated minutes
         }
     finally:
         for svc in pair:

@@ -17,7 +17,14 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicemon import __version__
-from voicemon.api import routes_artifacts, routes_events, routes_jobs, routes_metrics, routes_orgs
+from voicemon.api import (
+    routes_alerts,
+    routes_artifacts,
+    routes_events,
+    routes_jobs,
+    routes_metrics,
+    routes_orgs,
+)
 from voicemon.api.bodies import not_json_at
 from voicemon.api.deps import reject_nul_characters
 from voicemon.api.docs import install_docs
@@ -125,7 +132,7 @@ def create_app(
         body_idle_timeout_s=svc.settings.body_idle_timeout_s,
     )
     app.state.jobs = runner
-    for module in (routes_events, routes_artifacts, routes_metrics, routes_orgs, routes_jobs):
+    for module in (routes_events, routes_artifacts, routes_metrics, routes_orgs, routes_jobs, routes_alerts):
         app.include_router(module.router)
 
     @app.get(

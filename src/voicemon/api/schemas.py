@@ -355,4 +355,94 @@ class RetryList(BaseModel):
     items: list[RetryOut]
 
 
+# --- alerts (SPEC 14) -----------------------------------------------------------------------------------
+
+Severity = Literal["low", "medium", "high", "critical"]
+AlertStateOut = Literal["firing", "acknowledged", "resolved"]
+
+
+class AlertOut(BaseModel):
+    alert_id: str
+    rule: str
+    severity: Severity
+    organization_id: str | None = Field(None, description="absent on a platform-wide alert")
+    organization_name: str | None = Field(None, description="absent on a platform-wide alert")
+    stage: str | None = Field(description="the stage of a per-stage rule")
+    state: AlertStateOut
+    value: float = Field(description="the newest evaluation's figure, in the rule's unit")
+    threshold: float = Field(description="the threshold of the severity reached")
+    message: str
+    started_at: str
+    last_evaluated_at: str
+    last_evaluation: Literal["breaching", "clear", "insufficient_data"]
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    ack_note: str | None
+    resolved_at: str | None
+
+
+class AlertPageOut(BaseModel):
+    items: list[AlertOut]
+    next_cursor: str | None
+
+
+class TransitionOut(BaseModel):
+    at: str
+    kind: Literal["fired", "escalated", "acknowledged", "resolved"]
+    severity: Severity
+    value: float | None
+    threshold: float | None
+    actor: str | None = Field(description="who acknowledged")
+    note: str | None
+
+
+class DeliveryOut(BaseModel):
+    channel: Literal["webhook", "slack", "alertmanager"]
+    notification: str
+    status: Literal["delivered", "undeliverable"]
+    attempts: int
+    at: str
+    error: str | None
+
+
+class AlertDetailOut(AlertOut):
+    transitions: list[TransitionOut] = Field(description="oldest first")
+    deliveries: list[DeliveryOut] = Field(description="oldest first, once each entry settled")
+
+
+class AckIn(Strict):
+    note: Text | None = Field(None, max_length=2000, description="why, or what is being done; kept")
+
+
+class LevelIO(Strict):
+    severity: Severity
+    threshold: float = Field(description="a finite number, 0 or more; a value exactly at it does not breach")
+
+
+class RuleOut(BaseModel):
+    rule: str
+    per_stage: bool
+    enabled: bool
+    levels: list[LevelIO] = Field(description="from the mildest severity to the most severe")
+    min_volume: float
+    for_evaluations: int
+    clear_evaluations: int
+    updated_at: str | None = Field(description="when it was last changed; null while it has its defaults")
+    updated_by: str | None
+
+
+class RuleList(BaseModel):
+    items: list[RuleOut]
+
+
+class RuleChangeIn(Strict):
+    """Only the fields given change; the result is checked whole."""
+
+    enabled: bool | None = None
+    levels: list[LevelIO] | None = Field(None, min_length=1, max_length=4)
+    min_volume: float | None = None
+    for_evaluations: int | None = None
+    clear_evaluations: int | None = None
+
+
 ArtifactDetailOut.model_rebuild()

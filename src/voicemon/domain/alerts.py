@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from voicemon.domain.model import MEASURED_STAGES, Stage
 from voicemon.domain.rates import safe_divide
@@ -101,6 +101,15 @@ class RuleConfig:
     min_volume: float
     for_evaluations: int = 1
     clear_evaluations: int = 2
+
+    # What :func:`with_changes` may change.
+    CHANGEABLE: ClassVar[tuple[str, ...]] = (
+        "enabled",
+        "levels",
+        "min_volume",
+        "for_evaluations",
+        "clear_evaluations",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from voicemon.domain.access import SYSTEM
 from voicemon.domain.periods import Period, period_start
 from voicemon.domain.timeutil import format_time
 from voicemon.jobs.runner import JobDefinition, JobOverview, JobRunner
@@ -17,8 +18,8 @@ __all__ = ["JobDefinition", "JobOverview", "JobRunner", "Scheduler", "build_runn
 
 
 def build_runner(services: Services) -> JobRunner:
-    """The jobs of SPEC 8, and the minutes job that keeps live hours cheap (decision 0025), wired to the
-    service layer."""
+    """The jobs of SPEC 8 and 14, and the minutes job that keeps live hours cheap (decision 0025), wired
+    to the service layer."""
     s = services.settings
     agg = Aggregator(services.db, services.clock, s)
     retention = Retention(services.db, services.clock, s)
@@ -58,6 +59,9 @@ def build_runner(services: Services) -> JobRunner:
             "cleanup-snapshots", s.schedule_cleanup_snapshots, lambda _: retention.cleanup_snapshots()
         ),
         JobDefinition("cleanup-events", s.schedule_cleanup_events, lambda _: retention.cleanup_events()),
+        JobDefinition(
+            "evaluate-alerts", s.schedule_evaluate_alerts, lambda _: services.alerts.evaluate(SYSTEM)
+        ),
         JobDefinition("aggregate-minutes", s.schedule_aggregate_minutes, minutes),
     ]
     return JobRunner(services.db, services.clock, s, jobs)

@@ -32,9 +32,9 @@ import orjson
 from voicemon.clock import Clock
 from voicemon.domain.access import STAFF_ONLY, Principal, require_role
 from voicemon.domain.records import RunRecord
+from voicemon.domain.schedule import next_fire, previous_fire, validate
 from voicemon.errors import NotFoundError, ValidationError
 from voicemon.jobs.lease import Heartbeat
-from voicemon.jobs.schedule import next_fire, previous_fire, validate
 from voicemon.settings import Settings
 from voicemon.storage import Database
 from voicemon.storage import jobs as job_store

@@ -109,12 +109,10 @@ def alert_body(alert: AlertRecord, name: str | None) -> dict[str, Any]:
     def t(ms: int | None) -> str | None:
         return None if ms is None else format_time(ms)
 
-    return {
+    body: dict[str, Any] = {
         "alert_id": alert.alert_id,
         "rule": alert.rule,
         "severity": alert.severity.value,
-        "organization_id": alert.scope or None,
-        "organization_name": name,
         "stage": alert.stage or None,
         "state": alert.state.value,
         "value": alert.value,
@@ -128,6 +126,10 @@ def alert_body(alert: AlertRecord, name: str | None) -> dict[str, Any]:
         "ack_note": alert.ack_note,
         "resolved_at": t(alert.resolved_ms),
     }
+    if alert.scope:  # a platform-wide alert has no organization keys at all
+        body["organization_id"] = alert.scope
+        body["organization_name"] = name
+    return body
 
 
 class AlertService:
@@ -250,6 +252,9 @@ class AlertService:
         alert_store.insert_transitions(conn, transitions)
         alert_store.save_streaks(conn, keep, set(old_streaks) - set(keep))
         self._notify(conn, notices, now_ms)
+        touched = {a.alert_id: a for a in (*open_now.values(), *inserts, *updates)}
+        before = {a.alert_id: a.severity.value for a in open_now.values()}
+        self._sync_alertmanager(conn, list(touched.values()), notices, before, now_ms)
         still_open = sum(a.state in OPEN_STATES for a in (*inserts, *updates))
         return {**counts, "open": still_open}
 
@@ -267,9 +272,37 @@ class AlertService:
                 {"notification": f"alert.{kind.value}", "alert": alert_body(alert, names.get(alert.scope))}
             ).decode()
             entries += [
-                (channel, alert.alert_id, payload) for channel in channels if kind in NOTIFIES[channel]
+                (channel, alert.alert_id, payload)
+                for channel in channels
+                if kind in NOTIFIES.get(channel, frozenset())
             ]
         outbox_store.enqueue_many(conn, entries, now_ms)
+
+    def _sync_alertmanager(
+        self,
+        conn: Connection,
+        alerts: list[AlertRecord],
+        notices: list[tuple[TransitionKind, AlertRecord]],
+        severity_before: dict[str, str],
+        now_ms: int,
+    ) -> None:
+        """Enqueue one Alertmanager sync naming ``alerts`` (with what happened to each, and the severity
+        an escalated one had), when that channel is configured and there is anything to say."""
+        if Channel.ALERTMANAGER not in self._channels() or not alerts:
+            return
+        happened = {a.alert_id: kind for kind, a in notices}
+        items = []
+        for alert in sorted(alerts, key=lambda a: a.alert_id):
+            kind = happened.get(alert.alert_id)
+            item: dict[str, Any] = {
+                "alert_id": alert.alert_id,
+                "notification": f"alert.{kind.value}" if kind else None,
+            }
+            if kind is TransitionKind.ESCALATED:
+                item["previous_severity"] = severity_before.get(alert.alert_id)
+            items.append(item)
+        payload = orjson.dumps({"alerts": items}).decode()
+        outbox_store.enqueue_many(conn, [(Channel.ALERTMANAGER, EVALUATOR, payload)], now_ms)
 
     def _configs(self, conn: Connection) -> dict[RuleName, RuleConfig]:
         stored = alert_store.rule_configs(conn)
@@ -282,9 +315,9 @@ class AlertService:
 
     # --- acknowledgement ------------------------------------------------------------------------------
 
-    def acknowledge(self, principal: Principal, alert_id: str, note: str | None) -> AlertRecord:
+    def acknowledge(self, principal: Principal, alert_id: str, note: str | None) -> AlertDetail:
         """Staff acknowledge a firing alert: it stays open and resolves by itself. A resolved or already
-        acknowledged alert is refused (409), with nothing written."""
+        acknowledged alert is refused (409), with nothing written. Returns the alert as committed."""
         require_role(principal, *STAFF_ONLY)
         if note is not None and note.strip():
             note = require_text("note", note, max_chars=MAX_NOTE_CHARS)
@@ -308,8 +341,10 @@ class AlertService:
                 [_transition(alert, TransitionKind.ACKNOWLEDGED, now_ms, actor=who, note=note)],
             )
             self._notify(conn, [(TransitionKind.ACKNOWLEDGED, alert)], now_ms)
+            self._sync_alertmanager(conn, [alert], [(TransitionKind.ACKNOWLEDGED, alert)], {}, now_ms)
+            detail = _detail(conn, alert)
         self._on_commit()
-        return alert
+        return detail
 
     # --- reads ----------------------------------------------------------------------------------------
 
@@ -355,10 +390,7 @@ class AlertService:
             alert = alert_store.get_alert(conn, alert_id)
             if alert is None or (principal.organization_id and alert.scope != principal.organization_id):
                 raise NotFoundError(f"no alert {alert_id!r}", code="alert_not_found")
-            names = org_store.names_of(conn, [alert.scope] if alert.scope else [])
-            transitions = alert_store.transitions_of(conn, alert_id)
-            deliveries = alert_store.deliveries_of(conn, alert_id)
-        return AlertDetail(alert, names.get(alert.scope), transitions, deliveries)
+            return _detail(conn, alert)
 
     # --- rules ----------------------------------------------------------------------------------------
 
@@ -385,6 +417,16 @@ class AlertService:
                 f"no alert rule {rule!r}; rules: {', '.join(r.value for r in RuleName)}",
                 code="rule_not_found",
             ) from None
+        changeable = set(RuleConfig.CHANGEABLE)
+        for key, value in changes.items():
+            if key not in changeable:
+                raise ValidationError(
+                    f"is not a rule setting; settings: {', '.join(RuleConfig.CHANGEABLE)}",
+                    code="unknown_field",
+                    field=key,
+                )
+            if value is None:
+                raise ValidationError("must not be null", code="invalid_rule", field=key)
         now_ms = self._clock.now_ms()
         with self._db.write() as conn:
             before = self._configs(conn)[name]
@@ -403,6 +445,13 @@ class AlertService:
                 now_ms,
             )
         return RuleView(after, RULES[name].per_stage, now_ms, principal.name or principal.key_id)
+
+
+def _detail(conn: Connection, alert: AlertRecord) -> AlertDetail:
+    names = org_store.names_of(conn, [alert.scope] if alert.scope else [])
+    transitions = alert_store.transitions_of(conn, alert.alert_id)
+    deliveries = alert_store.deliveries_of(conn, alert.alert_id)
+    return AlertDetail(alert, names.get(alert.scope), transitions, deliveries)
 
 
 def _figures(reading: Reading, alert: AlertRecord) -> dict[str, Any]:

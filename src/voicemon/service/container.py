@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from voicemon.clock import Clock, SystemClock
 from voicemon.domain.access import WRITERS, Principal, require_role
 from voicemon.errors import ConflictError
-from voicemon.service.alert_delivery import NotificationKind, alert_channels
+from voicemon.service.alert_delivery import AlertmanagerKind, Channel, NotificationKind, alert_channels
+from voicemon.service.alertmanager import AlertmanagerClient
 from voicemon.service.alerts import AlertService
 from voicemon.service.dispatch import Dispatcher
 from voicemon.service.ingest import IngestResult, validate_items
@@ -79,8 +80,18 @@ class Services:
         self.alert_channels = alert_transports if alert_transports is not None else alert_channels(settings)
         for channel, transport in self.alert_channels.items():
             self.dispatcher.register(channel, NotificationKind(channel, transport, retry_policy(settings)))
+        channels = tuple(self.alert_channels)
+        self._alertmanager: AlertmanagerClient | None = None
+        if settings.alert_alertmanager_url:
+            client = AlertmanagerClient(settings.alert_alertmanager_url, settings.retry_webhook_timeout_s)
+            self._alertmanager = client
+            kind = AlertmanagerKind(
+                self.db, self.clock, client, retry_policy(settings), settings.schedule_evaluate_alerts
+            )
+            self.dispatcher.register(Channel.ALERTMANAGER, kind)
+            channels += (Channel.ALERTMANAGER,)
         self.alerts = AlertService(
-            self.db, self.clock, settings, lambda: tuple(self.alert_channels), on_commit=self.dispatcher.wake
+            self.db, self.clock, settings, lambda: channels, on_commit=self.dispatcher.wake
         )
         self.retries = RetryService(
             self.db,
@@ -144,6 +155,8 @@ class Services:
     def stop(self) -> None:
         self.dispatcher.stop()
         self.writer.stop()
+        if self._alertmanager is not None:
+            self._alertmanager.close()
         self.db.dispose()
 
     def _prepare(self, items: Sequence[object], principal: Principal) -> tuple[IngestResult, list[object]]:

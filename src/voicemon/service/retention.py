@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection
@@ -13,7 +14,7 @@ from voicemon.domain.periods import MINUTELY, Period, blocks_of
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS
 from voicemon.settings import Settings
 from voicemon.storage import Database
-from voicemon.storage.retention import delete_expired, delete_orphan_moves, delete_orphan_retries
+from voicemon.storage.retention import DEPENDENT, delete_expired, delete_orphans
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,15 @@ class Retention:
             ),
             "artifacts_deleted": self._drain("artifacts", now_ms - s.artifact_retention_d * DAY_MS),
             "job_runs_deleted": self._drain("job_runs", now_ms - s.job_run_retention_d * DAY_MS),
-            # Retry history outlives raw events: it goes with its artifact's summary.
-            "retries_deleted": self._drain_batches(delete_orphan_retries),
-            # Where artifacts were listed before they moved (decision 0024): they go with the artifact.
-            "artifact_moves_deleted": self._drain_batches(delete_orphan_moves),
             # Settled deliveries only, by when they settled: an entry still owed is kept.
             "outbox_deleted": self._drain("outbox", now_ms - s.outbox_retention_d * DAY_MS),
+            # Resolved alerts only, by when they resolved.
+            "alerts_deleted": self._drain("alerts", now_ms - s.alert_retention_d * DAY_MS),
         }
+        # Then what lives exactly as long as a row just deleted (retry history, alert history, ...).
+        for kind, (child, parent, link) in DEPENDENT.items():
+            summary[f"{kind}_deleted"] = self._drain_batches(
+                partial(delete_orphans, child=child, parent=parent, link=link)
+            )
         logger.info("events cleaned up", extra={"action": "events_cleaned", **summary})
         return summary

@@ -202,8 +202,64 @@ def insert_transitions(conn: Connection, rows: Sequence[dict[str, Any]]) -> None
         conn.execute(alert_transitions.insert(), list(rows))
 
 
-def insert_delivery(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(alert_deliveries.insert(), [row])
+def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(alert_deliveries.insert(), rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """The Alertmanager silence standing for an acknowledged alert: its id, until when it runs, and the
+    severity label it matches."""
+
+    silence_id: str
+    ends_ms: int
+    severity: str
+
+
+def alerts_with_silences(
+    conn: Connection, alert_ids: Iterable[str]
+) -> dict[str, tuple[AlertRecord, Silence | None]]:
+    """The alerts of ``alert_ids`` that still exist, each with its silence, in one statement."""
+    ids = sorted(set(alert_ids))
+    if not ids:
+        return {}
+    out: dict[str, tuple[AlertRecord, Silence | None]] = {}
+    for row in conn.execute(select(alerts).where(alerts.c.alert_id.in_(ids))):
+        m = row._mapping
+        silence = None
+        if m["silence_id"] is not None:
+            silence = Silence(m["silence_id"], int(m["silence_ends_ms"]), m["silence_severity"])
+        out[m["alert_id"]] = (_record(row), silence)
+    return out
+
+
+def set_silences(conn: Connection, silences: dict[str, Silence | None]) -> None:
+    """Record (or clear, with None) the silence of each alert, in one executemany."""
+    if not silences:
+        return
+    a = alerts.c
+    statement = (
+        update(alerts)
+        .where(a.alert_id == bindparam("b_id"))
+        .values(
+            silence_id=bindparam("b_silence"),
+            silence_ends_ms=bindparam("b_ends"),
+            silence_severity=bindparam("b_severity"),
+        )
+    )
+    conn.execute(
+        statement,
+        [
+            {
+                "b_id": alert_id,
+                "b_silence": s.silence_id if s else None,
+                "b_ends": s.ends_ms if s else None,
+                "b_severity": s.severity if s else None,
+            }
+            for alert_id, s in sorted(silences.items())
+        ],
+    )
 
 
 def get_alert(conn: Connection, alert_id: str) -> AlertRecord | None:

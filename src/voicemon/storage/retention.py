@@ -7,6 +7,9 @@ from typing import Any
 from sqlalchemy import Column, Connection, Table, delete, exists, select, tuple_
 
 from voicemon.storage.tables import (
+    alert_deliveries,
+    alert_transitions,
+    alerts,
     artifact_moves,
     artifacts,
     events,
@@ -29,6 +32,8 @@ EXPIRING: dict[str, tuple[Table, str]] = {
     # Set only when an entry is settled (delivered, skipped or dead): a pending entry, still owed, has
     # none and is never deleted, however old.
     "outbox": (outbox, "finished_ms"),
+    # Set only when an alert resolves: an open alert is never deleted, however old.
+    "alerts": (alerts, "resolved_ms"),
 }
 
 
@@ -48,21 +53,26 @@ def delete_expired(
     return int(result.rowcount or 0)
 
 
-def delete_orphan_retries(conn: Connection, batch: int) -> int:
-    """Delete up to ``batch`` retry records whose artifact summary is gone: retry history lives exactly
-    as long as its artifact's summary (SPEC 4)."""
-    r = retries.c
-    orphan = ~exists().where(artifacts.c.owner == r.owner, artifacts.c.artifact_id == r.artifact_id)
-    chosen = select(r.retry_id).where(orphan).limit(batch)
-    result = conn.execute(delete(retries).where(r.retry_id.in_(chosen)))
+def delete_orphans(
+    conn: Connection, batch: int, *, child: Table, parent: Table, link: tuple[str, ...]
+) -> int:
+    """Delete up to ``batch`` rows of ``child`` whose parent row (matched on the ``link`` columns, named
+    alike in both tables) is gone: what lives exactly as long as its parent."""
+    key: list[Column[Any]] = list(child.primary_key.columns)
+    orphan = ~exists().where(*(parent.c[name] == child.c[name] for name in link))
+    chosen = select(*key).where(orphan).limit(batch)
+    target = key[0] if len(key) == 1 else tuple_(*key)
+    result = conn.execute(delete(child).where(target.in_(chosen)))
     return int(result.rowcount or 0)
 
 
-def delete_orphan_moves(conn: Connection, batch: int) -> int:
-    """Delete up to ``batch`` artifact moves whose artifact summary is gone: a move is only read to list
-    its artifact, so it lives exactly as long as the summary."""
-    m = artifact_moves.c
-    orphan = ~exists().where(artifacts.c.owner == m.owner, artifacts.c.artifact_id == m.artifact_id)
-    chosen = select(m.owner, m.artifact_id, m.version).where(orphan).limit(batch)
-    result = conn.execute(delete(artifact_moves).where(tuple_(m.owner, m.artifact_id, m.version).in_(chosen)))
-    return int(result.rowcount or 0)
+# Rows kept exactly as long as their parent (SPEC 4, 14): child -> (parent, link columns).
+DEPENDENT: dict[str, tuple[Table, Table, tuple[str, ...]]] = {
+    # Retry history outlives raw events: it goes with its artifact's summary.
+    "retries": (retries, artifacts, ("owner", "artifact_id")),
+    # Where artifacts were listed before they moved (decision 0024): only read to list the artifact.
+    "artifact_moves": (artifact_moves, artifacts, ("owner", "artifact_id")),
+    # An alert's history goes with the alert.
+    "alert_transitions": (alert_transitions, alerts, ("alert_id",)),
+    "alert_deliveries": (alert_deliveries, alerts, ("alert_id",)),
+}

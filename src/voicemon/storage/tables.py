@@ -295,6 +295,8 @@ alerts = Table(
     Column("resolved_ms", BigInteger),
     # The Alertmanager silence that stands for the acknowledgement, while there is one.
     Column("silence_id", String(64)),
+    Column("silence_ends_ms", BigInteger),
+    Column("silence_severity", String(16)),
     Index(
         "uq_alerts_open",
         "rule",

@@ -1,4 +1,4 @@
-"""UTC cron schedules: the one place croniter is used."""
+"""UTC cron schedules, pure arithmetic on times: the one place croniter is used."""
 
 from __future__ import annotations
 
@@ -29,3 +29,10 @@ def next_fire(expression: str, now_ms: int) -> int:
     """The first fire time strictly after ``now_ms`` (epoch ms, UTC)."""
     base = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
     return int(croniter(expression, base).get_next(float) * 1000)
+
+
+def interval_ms(expression: str, now_ms: int) -> int:
+    """The gap between the next two fire times after ``now_ms``: a schedule's period where it is regular
+    (``*/5 * * * *``: five minutes)."""
+    first = next_fire(expression, now_ms)
+    return next_fire(expression, first) - first

@@ -1,0 +1,32 @@
+"""alerts.silence_ends_ms, alerts.silence_severity: the Alertmanager silence of an acknowledgement
+
+With ``silence_id``, they say which silence stands for an acknowledged alert in Alertmanager, until when
+it runs (it is extended while the alert stays open), and for which severity label it was made (an
+escalation changes the alert's labels).
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-11
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("silence_ends_ms", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("silence_severity", sa.String(length=16), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.drop_column("silence_severity")
+        batch_op.drop_column("silence_ends_ms")
