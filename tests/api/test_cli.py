@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect
 
 from tests.api.cli_runner import Cli, one_line
-from tests.helpers import VOICEMON, free_port
+from tests.helpers import VOICEMON, ev, free_port
 from voicemon.api import create_app
 from voicemon.domain.access import SYSTEM
 from voicemon.domain.timeutil import HOUR_MS, format_time
@@ -315,3 +315,49 @@ def test_serve_answers_healthz_and_stops_on_sigterm(
     proc.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells why it stopped.
     assert proc.wait(timeout=15) in {0, -signal.SIGTERM}
+
+
+def test_alerts_list_and_ack_name_the_person_and_refuse_a_second_ack(cli: Cli) -> None:
+    svc = cli.services()
+    try:
+        now = svc.clock.now_ms()
+        batch = []
+        for i in range(20):
+            batch += [
+                ev("artifact_received", f"cli-{i}", now - 120_000, organization_id="org-cli"),
+                ev("artifact_failed", f"cli-{i}", now - 60_000, organization_id="org-cli"),
+            ]
+        svc.start(migrate_schema=False)
+        svc.ingest_blocking(batch, SYSTEM)
+        svc.orgs.put(SYSTEM, "org-cli", "Clinic")
+        svc.alerts.evaluate(SYSTEM)
+    finally:
+        svc.stop()
+
+    listed = cli.run("alerts", "list")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert header == ["alert_id", "state", "severity", "rule", "where", "started", "message"]
+    by_where = {row[4]: row for row in rows}
+    assert set(by_where) == {"Clinic", "platform"}
+    alert_id = by_where["Clinic"][0]
+    assert by_where["Clinic"][1:4] == ["firing", "critical", "failure_rate"]
+
+    acked = cli.run("alerts", "ack", alert_id, "--by", "alice", "--note", "provider outage")
+    assert acked.returncode == 0, acked.stderr
+    assert acked.stdout == f"acknowledged {alert_id} (failure_rate) as alice\n"
+    again = cli.run("alerts", "ack", alert_id, "--by", "bob")
+    assert again.returncode == 1
+    assert "acknowledged already" in one_line(again.stderr)
+
+    still_open = cli.run("alerts", "list", "--org", "org-cli")
+    [row] = [line.split("\t") for line in still_open.stdout.splitlines()[1:]]
+    assert row[:2] == [alert_id, "acknowledged"]
+    check = cli.services()
+    try:
+        detail = check.alerts.get(SYSTEM, alert_id)
+    finally:
+        check.db.dispose()
+    assert (detail.alert.acknowledged_by, detail.alert.ack_note) == ("alice", "provider outage")
+    assert cli.run("alerts", "list", "--state", "bogus").returncode == 2
+    assert cli.run("alerts", "ack", alert_id).returncode == 2  # --by is required

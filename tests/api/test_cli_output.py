@@ -22,10 +22,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rich.console import Console
 
 from tests.api.cli_runner import Cli, one_line
 from tests.helpers import VOICEMON, ServerProcess, ev
-from voicemon.cli.watch import window
+from voicemon.cli.watch import line as watch_line
+from voicemon.cli.watch import render, window
 from voicemon.domain.access import SYSTEM
 from voicemon.domain.timeutil import format_time
 from voicemon.jobs import build_runner
@@ -209,6 +211,7 @@ WATCH_LINE = re.compile(
     r"last 60 minutes \((?P<rt_start>\S+ \S+) to (?P<rt_end>(?:\S+ )?\S+) UTC\): (?P<live>[^|]+)"
     r" \| hour in progress \((?P<h_start>\S+ \S+) to (?P<h_end>(?:\S+ )?\S+) UTC\): (?P<hour>[^|]+)"
     r" \| stuck now: (?P<stuck>\d+\+?)"
+    r" \| open alerts: (?P<alerts>\d+\+?)(?: \((?P<worst>[^)]+)\))?"
 )
 
 
@@ -238,6 +241,7 @@ def check_watch_line(line: str) -> None:
     assert 0 <= (hour_end - hour_start).total_seconds() < 3600, line
     assert found["hour"].startswith("end to end p50 "), line
     assert found["stuck"] == "0"
+    assert (found["alerts"], found["worst"]) == ("0", None)
 
 
 def test_watch_piped_once_prints_one_line_naming_both_windows(
@@ -287,7 +291,15 @@ def test_watch_on_a_terminal_labels_each_section_with_its_window(
         r"last 60 minutes, \d{4}-\d\d-\d\d \d\d:\d\d:00 to (\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d UTC", screen
     ), screen
     assert re.search(r"hour in progress, \d{4}-\d\d-\d\d \d\d:00:00 to \d\d:\d\d:\d\d UTC", screen), screen
-    for text in ("received 2", "completed 1", "failed 1", "end to end", "recent failures", "stuck now: 0"):
+    for text in (
+        "received 2",
+        "completed 1",
+        "failed 1",
+        "end to end",
+        "recent failures",
+        "stuck now: 0",
+        "open alerts: 0",
+    ):
         assert text in screen, (text, screen)
     # No column carries a window of its own that differs from its section's.
     for mixed in ("(60 min)", "(hour)", "figures run through"):
@@ -343,5 +355,73 @@ def test_a_window_across_midnight_names_the_date_of_its_end() -> None:
     check_watch_line(
         "last 60 minutes (2026-12-02 23:24:00 to 2026-12-03 00:23:51 UTC): received 2, completed 1, failed 1,"
         " failure rate 50.0%, AI cost $0.00 | hour in progress (2026-12-03 00:00:00 to 00:23:51 UTC):"
-        " end to end p50 907 ms | stuck now: 0"
+        " end to end p50 907 ms | stuck now: 0 | open alerts: 0"
     )
+
+
+def test_watch_names_the_open_alerts_worst_first() -> None:
+    """What a frame with open alerts prints, from the API's own bodies."""
+    frame = {
+        "realtime": {
+            "window_start": "2026-12-07T01:41:00.000Z",
+            "window_end": "2026-12-07T02:40:00.000Z",
+            "counts": dict.fromkeys(
+                (
+                    "artifacts_received",
+                    "artifacts_completed",
+                    "artifacts_failed",
+                    "transcriptions_completed",
+                    "claims_extracted",
+                    "entities_resolved",
+                    "drafts_generated",
+                    "failures",
+                ),
+                0,
+            )
+            | {"ai_cost_usd": 0.0},
+            "failure_rate": 0.0,
+        },
+        "current": {
+            "period_start": "2026-12-07T02:00:00.000Z",
+            "period_end": "2026-12-07T02:40:00.000Z",
+            "stages": [],
+            "end_to_end_latency_ms": {"count": 0, "p50": None, "p95": None, "p99": None},
+        },
+        "failed": {"items": [], "next_cursor": None},
+        "stuck": {"items": [], "next_cursor": None},
+        "alerts": {
+            "items": [
+                {
+                    "severity": "high",
+                    "rule": "stage_failure_rate",
+                    "stage": "transcription",
+                    "state": "firing",
+                    "started_at": "2026-12-07T02:35:00.000Z",
+                    "message": "Transcription failure rate 40.0 %",
+                    "organization_id": "org-a",
+                    "organization_name": "Acme",
+                    "acknowledged_by": None,
+                },
+                {
+                    "severity": "critical",
+                    "rule": "failure_rate",
+                    "stage": None,
+                    "state": "acknowledged",
+                    "started_at": "2026-12-07T02:30:00.000Z",
+                    "message": "Failure rate 31.2 %",
+                    "acknowledged_by": "alice",
+                },
+            ],
+            "next_cursor": None,
+        },
+    }
+    printed = watch_line(frame)
+    assert printed.endswith(" | open alerts: 2 (critical 1, high 1)"), printed
+    screen = Console(width=160, record=True, color_system=None)
+    screen.print(render(frame, "http://127.0.0.1:8080"))
+    text = screen.export_text()
+    assert "open alerts: 2" in text
+    assert "stage_failure_rate/transcription" in text
+    assert "Acme" in text
+    assert "ack alice" in text
+    assert "platform" in text

@@ -1,4 +1,4 @@
-"""``voicemon``: serve, db, keys, jobs, demo, simulate, watch.
+"""``voicemon``: serve, db, keys, jobs, alerts, demo, simulate, watch.
 
 Exit codes: 0 ok, 1 failure, 2 usage error (a bad option value, an unknown job or role, a time that does
 not parse: the command line is wrong, whatever the database holds). Only ``db upgrade``, ``serve``,
@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -36,6 +37,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 jobs_app = typer.Typer(help="Scheduled jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+alerts_app = typer.Typer(help="Alerts: what fired, and acknowledging it.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -214,6 +217,66 @@ def jobs_run(
         err.print(f"[red]error:[/red] {record.error}")
     if record.status != "succeeded":
         raise typer.Exit(1)
+
+
+class AlertStateOption(StrEnum):
+    open = "open"
+    firing = "firing"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+    all = "all"
+
+
+@alerts_app.command("list")
+def alerts_list(
+    state: Annotated[
+        AlertStateOption, typer.Option(help="open is firing or acknowledged", case_sensitive=False)
+    ] = AlertStateOption.open,
+    org: Annotated[str | None, typer.Option(help="one organization's alerts")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="at most this many, newest first")] = 50,
+) -> None:
+    """Alerts, newest first: id, state, severity, rule, where, since when, and the message."""
+    from voicemon.domain.timeutil import format_time
+
+    with _database() as svc:
+        page = svc.alerts.list_alerts(
+            SYSTEM,
+            state=None if state is AlertStateOption.all else state.value,
+            organization_id=org,
+            limit=limit,
+        )
+    print_table(
+        ("alert_id", "state", "severity", "rule", "where", "started", "message"),
+        [
+            (
+                a.alert_id,
+                a.state.value,
+                a.severity.value,
+                a.rule + (f"/{a.stage}" if a.stage else ""),
+                (name or a.scope) if a.scope else "platform",
+                format_time(a.started_ms),
+                a.message,
+            )
+            for a, name in page.items
+        ],
+    )
+    if page.next_cursor:
+        err.print(f"(more than {limit}; raise --limit, or narrow with --state or --org)")
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[str, typer.Argument(help="the alert_id shown by alerts list")],
+    by: Annotated[str, typer.Option(help="who acknowledges: recorded on the alert")],
+    note: Annotated[str | None, typer.Option(help="why, or what is being done")] = None,
+) -> None:
+    """Acknowledge a firing alert: it is not re-notified, stays open, and resolves by itself."""
+    from voicemon.domain.access import Principal
+
+    person = Principal(key_id="cli", name=by, role=Role.STAFF)
+    with _database() as svc:
+        detail = svc.alerts.acknowledge(person, alert_id, note)
+    typer.echo(f"acknowledged {detail.alert.alert_id} ({detail.alert.rule}) as {by}")
 
 
 @app.command("worker")

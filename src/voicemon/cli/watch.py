@@ -8,7 +8,8 @@ Every figure belongs to a window the screen names, and there are two of them:
   so no sliding 60 minutes has them; they get their own section and their own window instead of sitting
   under the other one's label.
 
-Below them, two lists that are no window's figures: the newest failed artifacts and those stuck now.
+Below them, lists that are no window's figures: the alerts open now (``/v1/alerts?state=open``), the newest
+failed artifacts and those stuck now.
 
 On a terminal the screen is redrawn in place. Piped (stdout not a terminal) it prints one plain line per
 refresh instead, both windows and their figures, so ``voicemon watch | tee watch.log`` keeps a record.
@@ -40,6 +41,8 @@ from voicemon.errors import (
 
 REFRESH_S = 2.0
 LISTED_ARTIFACTS = 6
+# Open alerts listed on the screen and counted on a line (more show as "20+").
+LISTED_ALERTS = 20
 # Stuck artifacts are counted up to this many; more reads "100+".
 COUNTED_STUCK = 100
 # The server's refusals by status: asking again the same way cannot succeed, so watch stops.
@@ -72,7 +75,7 @@ def server_error(response: httpx.Response) -> VoicemonError:
 
 
 def fetch(client: httpx.Client, organization_id: str | None) -> dict[str, Any]:
-    """Everything one frame shows, in four requests. Raises the server's error (:func:`server_error`)
+    """Everything one frame shows, in five requests. Raises the server's error (:func:`server_error`)
     or httpx's when it cannot be reached."""
     org: dict[str, str | int] = {"organization_id": organization_id} if organization_id else {}
     out: dict[str, Any] = {}
@@ -81,6 +84,7 @@ def fetch(client: httpx.Client, organization_id: str | None) -> dict[str, Any]:
         ("current", "/v1/metrics/current", org),
         ("failed", "/v1/artifacts", {"status": "failed", "limit": LISTED_ARTIFACTS, **org}),
         ("stuck", "/v1/artifacts", {"status": "stuck", "limit": COUNTED_STUCK, **org}),
+        ("alerts", "/v1/alerts", {"state": "open", "limit": LISTED_ALERTS, **org}),
     )
     for name, path, params in requests:
         response = client.get(path, params=params)
@@ -103,8 +107,31 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else (f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms")
 
 
-def _stuck_count(stuck: dict[str, Any]) -> str:
-    return f"{len(stuck['items'])}{'+' if stuck.get('next_cursor') else ''}"
+def _count_of(page: dict[str, Any]) -> str:
+    """How many items a page holds, with a "+" when there are more."""
+    return f"{len(page['items'])}{'+' if page.get('next_cursor') else ''}"
+
+
+_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
+
+
+def _alerts(page: dict[str, Any]) -> Panel:
+    """The open alerts, newest first: severity, rule, where, since when, and the message."""
+    table = Table.grid(padding=(0, 2))
+    for a in page["items"]:
+        rule = a["rule"] + (f"/{a['stage']}" if a.get("stage") else "")
+        where = a.get("organization_name") or a.get("organization_id") or "platform"
+        ack = f"ack {a['acknowledged_by']}" if a["state"] == "acknowledged" else ""
+        table.add_row(
+            Text(a["severity"], style=_SEVERITY_STYLE.get(a["severity"], "")),
+            rule,
+            where,
+            f"since {a['started_at'][11:16]}",
+            ack,
+            a["message"],
+        )
+    title = f"open alerts: {_count_of(page)}"
+    return Panel(table if page["items"] else Text("none", style="dim"), title=title, title_align="left")
 
 
 def render(data: dict[str, Any], url: str, organization_id: str | None = None) -> Group:
@@ -156,8 +183,9 @@ def render(data: dict[str, Any], url: str, organization_id: str | None = None) -
         head,
         last_hour,
         stages,
+        _alerts(data["alerts"]),
         _artifacts("recent failures (newest first)", data["failed"]["items"], "last_error_code"),
-        _artifacts(f"stuck now: {_stuck_count(stuck)}", stuck["items"][:LISTED_ARTIFACTS], "current_stage"),
+        _artifacts(f"stuck now: {_count_of(stuck)}", stuck["items"][:LISTED_ARTIFACTS], "current_stage"),
     )
 
 
@@ -173,8 +201,20 @@ def line(data: dict[str, Any]) -> str:
         f" | hour in progress ({window(current['period_start'], current['period_end'])}): "
         f"end to end p50 {_ms(e2e['p50'])}, p95 {_ms(e2e['p95'])}, p99 {_ms(e2e['p99'])} "
         f"over {e2e['count']} artifacts"
-        f" | stuck now: {_stuck_count(data['stuck'])}"
+        f" | stuck now: {_count_of(data['stuck'])}"
+        f" | open alerts: {_count_of(data['alerts'])}{_worst(data['alerts'])}"
     )
+
+
+def _worst(page: dict[str, Any]) -> str:
+    """`` (critical 1, high 2)``: the open alerts by severity, the worst first; empty when none."""
+    order = list(_SEVERITY_STYLE)
+    counts: dict[str, int] = {}
+    for a in page["items"]:
+        counts[a["severity"]] = counts.get(a["severity"], 0) + 1
+    if not counts:
+        return ""
+    return " (" + ", ".join(f"{s} {counts[s]}" for s in order if s in counts) + ")"
 
 
 def _artifacts(title: str, items: list[dict[str, Any]], detail: str) -> Panel:
