@@ -23,7 +23,17 @@ import pytest
 from tests.helpers import wait_for
 from voicemon.sdk import Client
 from voicemon.sim import DerivedStore, RetryOrder, RetryWebhook, SimConfig, Simulator
-from voicemon.sim.model import STAGE_TYPES, STAGES, StageProfile, organizations, pick_org, plan_journey
+from voicemon.sim.model import (
+    STAGE_TYPES,
+    STAGES,
+    Incident,
+    StageProfile,
+    organizations,
+    pick_org,
+    plan_journey,
+    stalled,
+    under_incident,
+)
 from voicemon.sim.pipeline import RetryNotHonoured
 
 SECRET = "webhook-secret"
@@ -428,3 +438,31 @@ def test_a_command_delivered_twice_is_handled_once(fake_client: RecordingClient,
     finally:
         hook.stop()
     assert sim.retries_handled == 2
+
+
+def test_incidents_shape_the_journeys_of_their_organization() -> None:
+    base = SimConfig()
+    org = organizations(base)[0]
+
+    def median_duration(config: SimConfig, stage_event: str) -> float:
+        rng = random.Random(3)
+        durations = sorted(
+            e["duration_ms"]
+            for i in range(400)
+            for _, e in plan_journey(f"m{i}", org, rng, config, can_fail=False).events
+            if e["event_type"] == stage_event
+        )
+        return durations[len(durations) // 2]
+
+    slow = under_incident(base, Incident.STAGE_LATENCY)
+    ratio = median_duration(slow, "transcription_completed") / median_duration(
+        base, "transcription_completed"
+    )
+    assert 4.5 < ratio < 8, ratio
+    pricey = under_incident(base, Incident.COST_SPIKE)
+    assert all(pricey.stages[s].usd_per_call == 20 * base.stages[s].usd_per_call for s in STAGES)
+    failing = under_incident(base, Incident.FAILURE_RATE)
+    assert failing.stages["transcription"].failure_p == 0.6
+    assert under_incident(base, None) is base
+    journey = stalled(plan_journey("s1", org, random.Random(1), base, can_fail=False))
+    assert [e["event_type"] for _, e in journey.events] == ["artifact_received", "transcription_started"]

@@ -219,6 +219,18 @@ def jobs_run(
         raise typer.Exit(1)
 
 
+class IncidentOption(StrEnum):
+    """What ``simulate --incident`` can produce (:class:`voicemon.sim.Incident`; kept here so that
+    ``--help`` needs no simulator)."""
+
+    failure_rate = "failure_rate"
+    stage_latency = "stage_latency"
+    stuck_artifacts = "stuck_artifacts"
+    cost_spike = "cost_spike"
+    circuit_breaker = "circuit_breaker"
+    budget = "budget"
+
+
 class AlertStateOption(StrEnum):
     open = "open"
     firing = "firing"
@@ -363,18 +375,42 @@ def simulate(
     webhook_port: Annotated[int | None, typer.Option(help="listen for retry commands on this port")] = None,
     webhook_secret: Annotated[str | None, typer.Option(envvar="VOICEMON_RETRY_WEBHOOK_SECRET")] = None,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    incident: Annotated[
+        IncidentOption | None,
+        typer.Option(help="produce this condition live, for one organization, so its alert fires"),
+    ] = None,
+    incident_org: Annotated[
+        str, typer.Option(help="the organization of the incident (org-001 is the busiest)")
+    ] = "org-001",
+    incident_minutes: Annotated[
+        float | None,
+        typer.Option(help="end the incident after this many minutes, so its alert resolves", min=0),
+    ] = None,
 ) -> None:
-    """A realistic multi-organization pipeline reporting through the SDK and honouring retries."""
+    """A realistic multi-organization pipeline reporting through the SDK and honouring retries.
+
+    With --incident, one organization's live traffic shows that condition (failure_rate: most notes
+    fail in transcription; stage_latency: transcription six times slower; stuck_artifacts: notes stop
+    after transcription starts; cost_spike: model calls cost 20x; circuit_breaker: a breaker opens, and
+    closes when the incident ends; budget: the budget is exceeded). The alert of the same name fires
+    at the next evaluation past its minimum volume (stage_latency needs a week's baseline of hours)."""
     if not key:
         raise _usage(ctx, "an ingest or staff key is required: pass --key or set VOICEMON_KEY", "--key")
+    if incident is not None and rate <= 0:
+        raise _usage(ctx, "an incident shapes live traffic: give a --rate above 0", "--incident")
     from rich.progress import Progress
 
     from voicemon.sdk import Client
-    from voicemon.sim import DerivedStore, RetryWebhook, SimConfig, Simulator
+    from voicemon.sim import DerivedStore, Incident, RetryWebhook, SimConfig, Simulator
 
     derived = DerivedStore(store)
     client = Client(url, key, max_queue=500_000)
     sim = Simulator(client, derived, SimConfig(organizations=organizations), seed=seed)
+    if incident is not None and incident_org not in {o.organization_id for o in sim.orgs}:
+        client.close()
+        derived.close()
+        known = ", ".join(o.organization_id for o in sim.orgs)
+        raise _usage(ctx, f"no simulated organization {incident_org!r}; they are {known}", "--incident-org")
     webhook = (
         RetryWebhook(webhook_secret, sim.handle_retry, port=webhook_port)
         if webhook_port is not None
@@ -395,6 +431,10 @@ def simulate(
                 client.flush(300)
             _aggregate_over_http(url, key)
         if rate > 0:
+            if incident is not None:
+                org = sim.begin_incident(Incident(incident.value), incident_org, incident_minutes)
+                lasting = f" for {incident_minutes:g} min" if incident_minutes is not None else ""
+                typer.echo(f"incident {incident.value} in {org.organization_id} ({org.name}){lasting}")
             sim.start_live(rate)
             end = None if duration is None else time.monotonic() + duration
             while end is None or time.monotonic() < end:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from voicemon.sdk.stage import STAGE_EVENTS
@@ -52,6 +53,58 @@ class SimConfig:
     )
     disambiguation_share: float = 0.18
     gap_ms: float = 150.0
+
+
+class Incident(StrEnum):
+    """A condition the simulated pipeline can produce on demand, for one organization, so that the alert
+    rule of the same name fires (and, once the incident ends, resolves)."""
+
+    FAILURE_RATE = "failure_rate"  # most notes fail in transcription
+    STAGE_LATENCY = "stage_latency"  # transcription takes six times as long
+    STUCK_ARTIFACTS = "stuck_artifacts"  # notes stop after transcription starts: a lost worker
+    COST_SPIKE = "cost_spike"  # every model call costs twenty times as much
+    CIRCUIT_BREAKER = "circuit_breaker"  # the pipeline opens its breaker (closed when the incident ends)
+    BUDGET = "budget"  # the organization's budget is exceeded
+
+
+INCIDENT_FAILURE_P = 0.6
+INCIDENT_SLOWDOWN = 6.0
+INCIDENT_COST_FACTOR = 20.0
+
+
+def under_incident(config: SimConfig, incident: Incident | None) -> SimConfig:
+    """The pipeline as one organization sees it during ``incident`` (a journey-shaping incident; the
+    one-off events of a breaker or a budget leave the journeys alone)."""
+    if incident is None:
+        return config
+    stages = dict(config.stages)
+    asr = stages["transcription"]
+    if incident is Incident.FAILURE_RATE:
+        stages["transcription"] = replace(asr, failure_p=INCIDENT_FAILURE_P)
+    elif incident is Incident.STAGE_LATENCY:
+        stages["transcription"] = replace(asr, median_ms=asr.median_ms * INCIDENT_SLOWDOWN)
+    elif incident is Incident.COST_SPIKE:
+        stages = {
+            name: replace(p, usd_per_call=p.usd_per_call * INCIDENT_COST_FACTOR) for name, p in stages.items()
+        }
+    return replace(config, stages=stages)
+
+
+def stalled(journey: Journey) -> Journey:
+    """The journey of a note whose worker was lost: it stops once its first stage has started."""
+    first_start = next(i for i, (_, e) in enumerate(journey.events) if e["event_type"].endswith("_started"))
+    return Journey(journey.artifact_id, journey.events[: first_start + 1], {}, None)
+
+
+def incident_events(incident: Incident, org: Org, ending: bool) -> list[dict[str, Any]]:
+    """The one-off events an incident emits when it begins (``ending``: when it ends)."""
+    base = {"organization_id": org.organization_id}
+    if incident is Incident.CIRCUIT_BREAKER:
+        kind = "circuit_breaker_closed" if ending else "circuit_breaker_opened"
+        return [dict(base, event_type=kind, metadata={"breaker": "asr-provider"})]
+    if incident is Incident.BUDGET and not ending:
+        return [dict(base, event_type="budget_exceeded", metadata={"budget_usd": 50, "spent_usd": 51.3})]
+    return []
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicemon.sdk import Client
-from voicemon.sim.model import STAGE_TYPES, Journey, Org, SimConfig, organizations, pick_org, plan_journey
+from voicemon.sim.model import (
+    STAGE_TYPES,
+    Incident,
+    Journey,
+    Org,
+    SimConfig,
+    incident_events,
+    organizations,
+    pick_org,
+    plan_journey,
+    stalled,
+    under_incident,
+)
 from voicemon.sim.store import DerivedStore
 
 logger = logging.getLogger(__name__)
@@ -75,6 +87,8 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._retries_seen: set[str] = set()
         self.retries_handled = 0
+        # The incident in progress, for one organization, until a wall-clock time (None: until stopped).
+        self._incident: tuple[Incident, Org, int | None] | None = None
 
     def _new_artifact_id(self) -> str:
         return f"note-{self._prefix}-{next(self._ids):06d}"
@@ -157,10 +171,44 @@ class Simulator:
                     logger.exception("simulated step failed", extra={"action": "sim_step_failed"})
 
     def _start_journey(self, now: int) -> None:
-        journey = plan_journey(
-            self._new_artifact_id(), pick_org(self.orgs, self._rng), self._rng, self.config
-        )
+        org = pick_org(self.orgs, self._rng)
+        incident = self._incident_of(org, now)
+        config = under_incident(self.config, incident)
+        journey = plan_journey(self._new_artifact_id(), org, self._rng, config)
+        if incident is Incident.STUCK_ARTIFACTS:
+            journey = stalled(journey)
         self._play(journey, now, "initial")
+
+    # --- incidents ------------------------------------------------------------------------------------
+
+    def begin_incident(self, incident: Incident, organization_id: str, minutes: float | None = None) -> Org:
+        """Produce ``incident`` for one organization from now on, for ``minutes`` (None: until stopped);
+        its one-off events (a breaker opening, a budget exceeded) are sent now, and a breaker closes
+        when the incident ends. Returns the organization."""
+        org = self._org_by_id.get(organization_id)
+        if org is None:
+            known = ", ".join(o.organization_id for o in self.orgs)
+            raise ValueError(f"no simulated organization {organization_id!r}; they are {known}")
+        now = wall_ms()
+        until = None if minutes is None else now + int(minutes * 60_000)
+        self._incident = (incident, org, until)
+        for event in incident_events(incident, org, ending=False):
+            self._emit(event, now, "incident")
+        if until is not None:
+            self._schedule(until, functools.partial(self._end_incident, incident, org, until))
+        return org
+
+    def _end_incident(self, incident: Incident, org: Org, until: int) -> None:
+        for event in incident_events(incident, org, ending=True):
+            self._emit(event, until, "incident")
+
+    def _incident_of(self, org: Org, now: int) -> Incident | None:
+        if self._incident is None:
+            return None
+        incident, target, until = self._incident
+        if target is not org or (until is not None and now >= until):
+            return None
+        return incident
 
     def _play(self, journey: Journey, start: int, run_id: str) -> None:
         for offset, event in journey.events:
@@ -172,6 +220,8 @@ class Simulator:
         event_type = fields.pop("event_type")
         self.client.log_event(event_type, timestamp=ts, **fields)
         stage = COMPLETION_STAGE.get(event_type)
+        if "artifact_id" not in fields:
+            return  # a platform event (a breaker, a budget): no derived data
         if stage is not None:
             self.store.write(fields["artifact_id"], stage, run_id, _derived_rows(event))
 
