@@ -15,13 +15,16 @@ from tests.conftest import NOW_MS, STAFF, StatementCounter
 from tests.helpers import ev
 from voicemon.clock import FakeClock
 from voicemon.domain.access import Principal, Role
-from voicemon.domain.timeutil import MINUTE_MS
+from voicemon.domain.model import Stage
+from voicemon.domain.snapshot import SnapshotParts
+from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS, floor_to
 from voicemon.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from voicemon.service import Services
 from voicemon.service.retention import Retention
 from voicemon.service.transports import RecordingTransport
 from voicemon.settings import Settings
 from voicemon.storage import alerts as alert_store
+from voicemon.storage import snapshots as snapshot_store
 
 VIEWER_A = Principal("viewer-a", "viewer a", Role.VIEWER, "org-a")
 EVAL_STEP_MS = 5 * MINUTE_MS
@@ -285,11 +288,13 @@ def test_the_statement_count_does_not_grow_with_organizations(
             services.alerts.evaluate(STAFF)
         return sql_counter.count
 
+    # 25 completed each: enough end-to-end samples for a latency baseline read in both counts (the
+    # platform's; each organization's alone has enough too).
     for org in ("org-0", "org-1", "org-2"):
-        ended(services, org, 5, 20, NOW_MS - MINUTE_MS)
+        ended(services, org, 25, 20, NOW_MS - MINUTE_MS)
     few = count_one_evaluation()
     for i in range(3, 40):
-        ended(services, f"org-{i}", 5, 20, NOW_MS - MINUTE_MS)
+        ended(services, f"org-{i}", 25, 20, NOW_MS - MINUTE_MS)
     many = count_one_evaluation()
     assert len(open_alerts(services)) == 41  # 40 organizations and the platform
     assert many == few, (few, many)
@@ -374,3 +379,38 @@ def test_resolved_alerts_go_after_retention_with_their_history_and_open_ones_sta
     still = svc.alerts.get(STAFF, staying.alert_id)
     assert still.alert.state.value == "firing"
     assert still.transitions
+
+
+def test_a_stage_slower_than_its_week_fires_where_there_are_enough_samples(svc: Services) -> None:
+    """stage_latency end to end: 7 days of hourly rows (transcription p95 about 500 ms) for two
+    organizations, then a slow last hour; only the one with 20 samples now is judged."""
+
+    def usual_hour() -> SnapshotParts:
+        p = SnapshotParts()
+        p.stages[Stage.TRANSCRIPTION].completed = 30
+        p.stages[Stage.TRANSCRIPTION].latency.add_many_us([400_000 + 3_000 * i for i in range(30)])
+        return p
+
+    hour = floor_to(NOW_MS, HOUR_MS)
+    with svc.db.write() as conn:
+        for h in range(1, 7 * 24 + 1):
+            rows = {"org-slow": usual_hour(), "org-few": usual_hour(), "": usual_hour()}
+            snapshot_store.replace_period(conn, "hourly", hour - h * HOUR_MS, rows, NOW_MS, 0)
+    batch = []
+    for org, n in (("org-slow", 25), ("org-few", 10)):
+        for i in range(n):
+            aid = f"lat-{org}-{i}"
+            at = NOW_MS - 20 * MINUTE_MS + i * 1000
+            batch += [
+                ev("artifact_received", aid, at - 5000, organization_id=org),
+                ev("transcription_started", aid, at - 3000, organization_id=org),
+                ev("transcription_completed", aid, at, organization_id=org, duration_ms=3000),
+            ]
+    svc.ingest_blocking(batch, STAFF)
+    svc.alerts.evaluate(STAFF)
+    fired = {(a.scope, a.stage) for a in open_alerts(svc, rule="stage_latency")}
+    assert ("org-slow", "transcription") in fired
+    assert ("org-few", "transcription") not in fired  # 10 samples: below the minimum volume
+    [slow] = [a for a in open_alerts(svc, rule="stage_latency") if a.scope == "org-slow"]
+    assert slow.value > 2
+    assert "7-day p95" in slow.message

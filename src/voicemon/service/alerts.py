@@ -46,9 +46,9 @@ from voicemon.domain.alerts import (
 )
 from voicemon.domain.counters import PLATFORM_SCOPE
 from voicemon.domain.cursor import decode_cursor, encode_cursor
-from voicemon.domain.model import EventType
+from voicemon.domain.model import MEASURED_STAGES, EventType
 from voicemon.domain.periods import Period
-from voicemon.domain.snapshot import SnapshotParts
+from voicemon.domain.snapshot import SnapshotParts, merge_parts
 from voicemon.domain.snapshot_layout import LATENCY_SLOTS, reads
 from voicemon.domain.text import require_text
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, format_time
@@ -70,7 +70,8 @@ logger = logging.getLogger(__name__)
 EVALUATOR = "alerts"
 MAX_NOTE_CHARS = 2000
 # What a 7-day latency and cost baseline reads of the hourly rows.
-_WEEK_READS = reads(["stages", "end_to_end_latency_ms", "total_ai_cost_usd"])
+_COST_READS = reads(["total_ai_cost_usd"])
+_LATENCY_READS = reads(["stages", "end_to_end_latency_ms"])
 _SAMPLE_COLUMNS = {(slot.stage.value if slot.stage else ""): slot.count_column for slot in LATENCY_SLOTS}
 
 
@@ -156,7 +157,13 @@ class AlertService:
         now_ms = self._clock.now_ms()
         with self._db.read() as conn, conn.begin():
             configs = self._configs(conn)
-            inputs = gather_inputs(conn, now_ms, self._settings)
+            latency_rules = [
+                configs[r]
+                for r in (RuleName.STAGE_LATENCY, RuleName.END_TO_END_LATENCY)
+                if configs[r].enabled
+            ]
+            least = min((c.min_volume for c in latency_rules), default=None)
+            inputs = gather_inputs(conn, now_ms, self._settings, least)
         readings = [
             r
             for cfg in configs.values()
@@ -485,20 +492,50 @@ def _transition(
 # --- inputs, gathered for every scope at once ---------------------------------------------------------------
 
 
-def gather_inputs(conn: Connection, now_ms: int, settings: Settings) -> dict[str, ScopeInputs]:
+def _most_samples(parts: SnapshotParts) -> int:
+    return int(max([parts.end_to_end.count, *(parts.stages[s].latency.count for s in MEASURED_STAGES)]))
+
+
+def gather_inputs(
+    conn: Connection,
+    now_ms: int,
+    settings: Settings,
+    latency_min_samples: float | None = BASELINE_MIN_SAMPLES,
+) -> dict[str, ScopeInputs]:
     """One :class:`ScopeInputs` per scope with anything to judge: the platform, every organization seen
-    in one of the reads, and every organization with an open alert. A fixed number of statements."""
+    in one of the reads, and every organization with an open alert. A fixed number of statements.
+    ``latency_min_samples``: the fewest samples of the last 60 minutes a latency rule judges (None: no
+    latency rule is enabled); latency baselines are read only for the scopes that reach it."""
     end = now_ms + 1
+    # Each raw event is read once: the last 60 minutes are the 30 before the last 30, merged with them.
     last30 = parts_from_events(conn, now_ms - 30 * MINUTE_MS, end, ALL_SCOPES)
-    last60 = parts_from_events(conn, now_ms - 60 * MINUTE_MS, end, ALL_SCOPES)
+    last60 = parts_from_events(conn, now_ms - 60 * MINUTE_MS, now_ms - 30 * MINUTE_MS, ALL_SCOPES)
+    for scope, parts in last30.items():
+        last60[scope] = merge_parts([last60.get(scope, SnapshotParts()), parts])
     hour = floor_to(now_ms, HOUR_MS)
     week_start = hour - 7 * DAY_MS
     cover = range_cover(conn, Range(Period.HOURLY, week_start, hour), now_ms, settings.hourly_retention_ms)
+    hourly = Period.HOURLY.value
     week = {
         t.scope: t.parts
-        for t in snapshot_store.org_totals(conn, Period.HOURLY.value, cover, _WEEK_READS, with_platform=True)
+        for t in snapshot_store.org_totals(conn, hourly, cover, _COST_READS, with_platform=True)
     }
-    sampled = alert_store.sampled_rows(conn, week_start, hour, _SAMPLE_COLUMNS, BASELINE_MIN_SAMPLES)
+    # Latency baselines (sketches, the costly part) only where a latency rule can judge now: a scope whose
+    # last 60 minutes hold enough samples of some stage or end to end. Most organizations, most of the
+    # time, do not.
+    judged = set()
+    if latency_min_samples is not None:
+        judged = {s for s, p in last60.items() if _most_samples(p) >= latency_min_samples}
+    if judged:
+        for t in snapshot_store.org_totals(
+            conn, hourly, cover, _LATENCY_READS, with_platform=True, scopes=judged
+        ):
+            week[t.scope] = merge_parts([week.get(t.scope, SnapshotParts()), t.parts])
+    sampled = {}
+    if judged:
+        sampled = alert_store.sampled_rows(
+            conn, week_start, hour, _SAMPLE_COLUMNS, BASELINE_MIN_SAMPLES, judged
+        )
     # The hour of day the last 60 minutes mostly fall in, on each of the 7 days before.
     this_hour = floor_to(now_ms - 30 * MINUTE_MS, HOUR_MS)
     busy = alert_store.busy_days(

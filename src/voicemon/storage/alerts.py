@@ -391,15 +391,20 @@ def undeliverable_retries(conn: Connection, since_ms: int) -> dict[str, int]:
 
 
 def sampled_rows(
-    conn: Connection, start_ms: int, end_ms: int, columns: dict[str, str], least: int
+    conn: Connection, start_ms: int, end_ms: int, columns: dict[str, str], least: int, scopes: Iterable[str]
 ) -> dict[str, dict[str, int]]:
-    """Per scope, per key of ``columns`` (a sample-count column of the snapshot table): how many hourly
-    rows in ``[start_ms, end_ms)`` hold at least ``least`` samples. One GROUP BY."""
+    """Per scope of ``scopes``, per key of ``columns`` (a sample-count column of the snapshot table): how
+    many hourly rows in ``[start_ms, end_ms)`` hold at least ``least`` samples. One GROUP BY."""
     s = snapshots.c
     sums = [func.sum(case((s[col] >= least, 1), else_=0)) for col in columns.values()]
     query = (
         select(s.scope, *sums)
-        .where(s.period_type == "hourly", s.period_start_ms >= start_ms, s.period_start_ms < end_ms)
+        .where(
+            s.period_type == "hourly",
+            s.period_start_ms >= start_ms,
+            s.period_start_ms < end_ms,
+            s.scope.in_(sorted(scopes)),
+        )
         .group_by(s.scope)
     )
     keys = list(columns)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -333,19 +333,27 @@ class ScopeTotals:
 
 
 def org_totals(
-    conn: Connection, base_type: str, cover: Cover, wanted: Reads, *, with_platform: bool = False
+    conn: Connection,
+    base_type: str,
+    cover: Cover,
+    wanted: Reads,
+    *,
+    with_platform: bool = False,
+    scopes: Collection[str] | None = None,
 ) -> list[ScopeTotals]:
     """Per organization (and the platform scope, when asked) over a cover, the ``wanted`` parts of its
     rows merged (the others stay empty), in one read of only their columns: integers added as exact int64
     arrays, each latency's sketches merged in one pass. (A GROUP BY for the sums would read every row a
-    second time.)"""
+    second time.) ``scopes``: only these."""
     s = snapshots.c
     integers, sketches = wanted.integer_columns, wanted.sketch_columns
     where = _covered(base_type, cover)
+    if not with_platform:
+        where = and_(where, s.scope != "")
+    if scopes is not None:
+        where = and_(where, s.scope.in_(sorted(scopes)))
     rows = conn.execute(
-        select(s.scope, *(s[c] for c in integers), *(s[c] for c in sketches)).where(
-            where if with_platform else and_(where, s.scope != "")
-        )
+        select(s.scope, *(s[c] for c in integers), *(s[c] for c in sketches)).where(where)
     ).all()
     position: dict[str, int] = {}
     group = np.fromiter((position.setdefault(r[0], len(position)) for r in rows), np.int64, len(rows))
