@@ -333,7 +333,7 @@ alert_deliveries = Table(
     metadata,
     Column("delivery_id", SeqType, primary_key=True, autoincrement=True),
     Column("alert_id", String(36), nullable=False),
-    Column("channel", String(16), nullable=False),
+    Column("channel", String(32), nullable=False),
     Column("notification", String(32), nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
