@@ -135,3 +135,78 @@ def test_one_fingerprint_fires_once_per_problem_and_resolves_only_after_enough_c
             assert not (alert is None and verdict is Verdict.BREACHING and breaches_in_a_row >= for_n)
             assert not (alert is not None and verdict is Verdict.CLEAR and clears_in_a_row >= clear_n)
         streak = decided.streak
+
+
+def _ended(completed: int, failed: int) -> SnapshotParts:
+    return SnapshotParts(completed=completed, failed=failed)
+
+
+def _stage_ended(completed: int, failed: int) -> SnapshotParts:
+    p = SnapshotParts()
+    p.stages[Stage.CLAIMS_EXTRACTION].completed = completed
+    p.stages[Stage.CLAIMS_EXTRACTION].failed = failed
+    return p
+
+
+def _cost(now_usd: float) -> ScopeInputs:
+    """A week costing $1 an hour on average, and ``now_usd`` in the last 60 minutes."""
+    return ScopeInputs(
+        "org-a",
+        last60=SnapshotParts(cost_nusd=round(now_usd * 1e9)),
+        week=SnapshotParts(cost_nusd=168 * 10**9),
+        week_hours=168,
+    )
+
+
+# Per rule (its first level): inputs exactly at the threshold, just above it, and below the minimum
+# volume (None where the rule has no volume to fall short of). Stage rules read claims_extraction.
+AT_ABOVE_BELOW = {
+    RuleName.FAILURE_RATE: (
+        ScopeInputs("org-a", last30=_ended(18, 2)),  # 10 %
+        ScopeInputs("org-a", last30=_ended(18, 3)),  # 14.3 %
+        ScopeInputs("org-a", last30=_ended(5, 14)),  # 19 ended: below 20
+    ),
+    RuleName.STAGE_FAILURE_RATE: (
+        ScopeInputs("org-a", last30=_stage_ended(16, 4)),  # 20 %
+        ScopeInputs("org-a", last30=_stage_ended(16, 5)),
+        ScopeInputs("org-a", last30=_stage_ended(4, 15)),
+    ),
+    RuleName.QUEUE_DEPTH: (ScopeInputs("org-a", active=50), ScopeInputs("org-a", active=51), None),
+    RuleName.STUCK_ARTIFACTS: (ScopeInputs("org-a", stuck=0), ScopeInputs("org-a", stuck=1), None),
+    RuleName.CIRCUIT_BREAKER: (ScopeInputs("org-a"), ScopeInputs("org-a", breaker_open=True), None),
+    RuleName.COST_SPIKE: (_cost(3.0), _cost(3.01), None),
+    RuleName.BUDGET: (ScopeInputs("org-a"), ScopeInputs("org-a", budget=Severity.MEDIUM), None),
+    RuleName.RETRY_UNDELIVERABLE: (
+        ScopeInputs("org-a"),
+        ScopeInputs("org-a", undeliverable_retries=1),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", list(AT_ABOVE_BELOW), ids=str)
+def test_each_rule_at_its_threshold_is_clear_just_above_breaches_and_below_volume_is_unknown(
+    rule: RuleName,
+) -> None:
+    at, above, below = AT_ABOVE_BELOW[rule]
+    mildest = DEFAULT_CONFIGS[rule].levels[0]
+
+    def reading(inputs: ScopeInputs) -> Reading:
+        found = evaluate(DEFAULT_CONFIGS[rule], inputs)
+        if rule is RuleName.STAGE_FAILURE_RATE:
+            [found_one] = [r for r in found if r.stage == Stage.CLAIMS_EXTRACTION.value]
+            return found_one
+        [only] = found
+        return only
+
+    assert reading(at).verdict is Verdict.CLEAR, reading(at)
+    breach = reading(above)
+    assert (breach.verdict, breach.severity, breach.threshold) == (
+        Verdict.BREACHING,
+        mildest.severity,
+        mildest.threshold,
+    )
+    assert breach.scope == "org-a"
+    assert math.isfinite(breach.value)
+    if below is not None:
+        assert reading(below).verdict is Verdict.INSUFFICIENT_DATA
