@@ -361,3 +361,20 @@ def test_alerts_list_and_ack_name_the_person_and_refuse_a_second_ack(cli: Cli) -
     assert (detail.alert.acknowledged_by, detail.alert.ack_note) == ("alice", "provider outage")
     assert cli.run("alerts", "list", "--state", "bogus").returncode == 2
     assert cli.run("alerts", "ack", alert_id).returncode == 2  # --by is required
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"VOICEMON_STUCK_AFTER_S": "abc"}, "VOICEMON_STUCK_AFTER_S: Input should be a valid integer"),
+        ({"VOICEMON_EVENT_RETENTION_H": "0"}, "VOICEMON_EVENT_RETENTION_H: Input should be greater than"),
+    ],
+    ids=["not-a-number", "out-of-range"],
+)
+def test_a_bad_setting_names_the_variable_without_a_traceback(
+    cli: Cli, env: dict[str, str], says: str
+) -> None:
+    result = cli.run("keys", "list", **env)
+    assert result.returncode == 1, result.stdout
+    assert says in one_line(result.stderr), result.stderr
+    assert "Traceback" not in result.stderr

@@ -491,4 +491,16 @@ def watch_command(
 
 
 def main() -> None:
-    app()
+    """The console script: a setting that does not parse (``VOICEMON_*``) ends the command with exit
+    code 1 and one line per variable at fault, not a traceback."""
+    from pydantic import ValidationError as SettingsError
+
+    try:
+        app()
+    except SettingsError as exc:
+        if exc.title != "Settings":
+            raise
+        for problem in exc.errors():
+            name = "VOICEMON_" + "_".join(str(part) for part in problem["loc"]).upper()
+            err.print(f"[red]error:[/red] {name}: {problem['msg']}", highlight=False)
+        raise SystemExit(1) from None
