@@ -1,10 +1,12 @@
-"""Vendor Swagger UI for ``/docs``: the pinned ``swagger-ui-dist`` files, checked, with a VERSIONS record.
+"""Vendor the browser assets: Swagger UI for ``/docs``, htmx and uPlot for the dashboard. Each is a pinned
+npm package's files, checked, with a VERSIONS record beside them.
 
-The files live in the source tree (``src/voicemon/api/static/swagger/``) and ship in the wheel as package
-data: nothing is downloaded when voicemon is installed or run, so ``/docs`` works offline. Run this
-script only to change the pinned version (edit :data:`VERSION`), then commit what it wrote::
+The files live in the source tree (``src/voicemon/api/static/swagger/``, ``src/voicemon/web/static/vendor/
+<package>/``) and ship in the wheel as package data: nothing is downloaded when voicemon is installed or
+run, so every page works offline. Run this script only to change a pinned version (edit :data:`ASSETS`),
+then commit what it wrote::
 
-    python scripts/vendor_assets.py
+    python scripts/vendor_assets.py [package ...]
 
 It reads the version's metadata from the npm registry, downloads its tarball, checks the tarball against
 the registry's SHA-512 ``integrity``, and writes the files below with a VERSIONS file beside them: the
@@ -21,22 +23,59 @@ import json
 import sys
 import tarfile
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGE = "swagger-ui-dist"
-VERSION = "5.35.0"
+ROOT = Path(__file__).resolve().parents[1] / "src" / "voicemon"
 REGISTRY = "https://registry.npmjs.org"
-# The files /docs loads, and the licence terms that come with them (Apache-2.0: LICENSE and NOTICE).
-FILES = (
-    "swagger-ui-bundle.js",
-    "swagger-ui.css",
-    "favicon-32x32.png",
-    "LICENSE",
-    "NOTICE",
-    # The licences of what the bundle holds, taken out of it by its build.
-    "swagger-ui-bundle.js.LICENSE.txt",
+
+
+@dataclass(frozen=True)
+class Asset:
+    package: str
+    version: str
+    # Paths inside the package (npm puts them under ``package/``) -> the name written.
+    files: dict[str, str]
+    target: Path
+
+
+ASSETS = (
+    Asset(
+        "swagger-ui-dist",
+        "5.35.0",
+        {
+            name: name
+            for name in (
+                "swagger-ui-bundle.js",
+                "swagger-ui.css",
+                "favicon-32x32.png",
+                "LICENSE",
+                "NOTICE",
+                # The licences of what the bundle holds, taken out of it by its build.
+                "swagger-ui-bundle.js.LICENSE.txt",
+            )
+        },
+        ROOT / "api" / "static" / "swagger",
+    ),
+    # htmx 2 (the 4.x line is a month old); 0BSD.
+    Asset(
+        "htmx.org",
+        "2.0.11",
+        {"dist/htmx.min.js": "htmx.min.js", "LICENSE": "LICENSE"},
+        ROOT / "web" / "static" / "vendor" / "htmx",
+    ),
+    # uPlot, the browser build (a global ``uPlot``) and its stylesheet; MIT.
+    Asset(
+        "uplot",
+        "1.6.32",
+        {
+            "dist/uPlot.iife.min.js": "uPlot.iife.min.js",
+            "dist/uPlot.min.css": "uPlot.min.css",
+            "LICENSE": "LICENSE",
+        },
+        ROOT / "web" / "static" / "vendor" / "uplot",
+    ),
 )
-TARGET = Path(__file__).resolve().parents[1] / "src" / "voicemon" / "api" / "static" / "swagger"
 TIMEOUT_S = 60
 
 
@@ -55,41 +94,48 @@ def _check_integrity(data: bytes, integrity: str) -> None:
         raise SystemExit(f"the tarball does not match its integrity {integrity}")
 
 
-def _members(tarball: bytes) -> dict[str, bytes]:
-    """The files of :data:`FILES` from the package tarball (npm puts them under ``package/``)."""
+def _members(asset: Asset, tarball: bytes) -> dict[str, bytes]:
+    """The asset's files from the package tarball, by the names they are written under."""
     found: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
-        for name in FILES:
-            member = tar.getmember(f"package/{name}")
+        for inside, name in asset.files.items():
+            member = tar.getmember(f"package/{inside}")
             extracted = tar.extractfile(member)
             if not member.isfile() or extracted is None:
-                raise SystemExit(f"package/{name} is not a file in the tarball")
+                raise SystemExit(f"package/{inside} is not a file in the {asset.package} tarball")
             found[name] = extracted.read()
     return found
 
 
-def main() -> None:
-    metadata = json.loads(_get(f"{REGISTRY}/{PACKAGE}/{VERSION}"))
+def vendor(asset: Asset) -> None:
+    metadata = json.loads(_get(f"{REGISTRY}/{asset.package}/{asset.version}"))
     dist = metadata["dist"]
     tarball_url = dist["tarball"]
     tarball = _get(tarball_url)
     _check_integrity(tarball, dist["integrity"])
-    files = _members(tarball)
+    files = _members(asset, tarball)
 
-    TARGET.mkdir(parents=True, exist_ok=True)
+    asset.target.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Vendored by scripts/vendor_assets.py; change the version there and run it again.",
-        f"package: {PACKAGE}",
-        f"version: {VERSION}",
+        f"package: {asset.package}",
+        f"version: {asset.version}",
         f"license: {metadata.get('license', 'unknown')}",
         f"tarball: {tarball_url}",
         f"tarball-integrity: {dist['integrity']}",
     ]
     for name, data in files.items():
-        (TARGET / name).write_bytes(data)
+        (asset.target / name).write_bytes(data)
         lines.append(f"sha256: {hashlib.sha256(data).hexdigest()}  {name}")
-    (TARGET / "VERSIONS").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    sys.stdout.write(f"wrote {len(files)} files of {PACKAGE} {VERSION} to {TARGET}\n")
+    (asset.target / "VERSIONS").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sys.stdout.write(f"wrote {len(files)} files of {asset.package} {asset.version} to {asset.target}\n")
+
+
+def main() -> None:
+    wanted = set(sys.argv[1:])
+    for asset in ASSETS:
+        if not wanted or asset.package in wanted:
+            vendor(asset)
 
 
 if __name__ == "__main__":

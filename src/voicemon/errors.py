@@ -15,7 +15,8 @@
     └── DeliveryError          an outbox transport could not deliver; the dispatcher tries again
                                later, and no API caller ever sees it
 
-The API maps these to HTTP in one handler; every other layer raises them and never returns error codes.
+Each class carries its HTTP status (``http_status``), which the API's one handler and the dashboard both
+answer with; every other layer raises them and never returns error codes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class VoicemonError(Exception):
     """Root of every error voicemon raises on purpose."""
 
     code = "error"
+    http_status = 500
 
     def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
         super().__init__(message)
@@ -36,30 +38,37 @@ class VoicemonError(Exception):
 
 class BadRequest(VoicemonError):
     code = "bad_request"
+    http_status = 400
 
 
 class PayloadTooLarge(VoicemonError):
     code = "payload_too_large"
+    http_status = 413
 
 
 class ValidationError(VoicemonError):
     code = "invalid"
+    http_status = 422
 
 
 class NotFoundError(VoicemonError):
     code = "not_found"
+    http_status = 404
 
 
 class AuthError(VoicemonError):
     code = "unauthorized"
+    http_status = 401
 
 
 class ForbiddenError(VoicemonError):
     code = "forbidden"
+    http_status = 403
 
 
 class ConflictError(VoicemonError):
     code = "conflict"
+    http_status = 409
 
 
 class IntegrityConflict(ConflictError):
@@ -68,10 +77,12 @@ class IntegrityConflict(ConflictError):
 
 class RateLimitError(VoicemonError):
     code = "rate_limited"
+    http_status = 429
 
 
 class StorageError(VoicemonError):
     code = "storage_unavailable"
+    http_status = 503
 
 
 class UnavailableError(VoicemonError):
@@ -79,6 +90,7 @@ class UnavailableError(VoicemonError):
     again helps only once it is configured."""
 
     code = "unavailable"
+    http_status = 503
 
 
 class DeliveryError(VoicemonError):

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(default=10.0, gt=0)
     # Largest group of events the writer commits in one transaction.
     writer_max_events: int = Field(default=5000, ge=1)
+    # The dashboard (SPEC 16): the key that signs its session cookies (give every replica the same one;
+    # without it each process makes its own, and sessions end when it restarts), and how long one lasts.
+    session_secret: SecretStr | None = None
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
 
     @property
     def stuck_after_ms(self) -> int:

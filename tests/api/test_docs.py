@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Api
@@ -74,11 +78,24 @@ def test_the_page_is_swagger_ui_and_redoc_is_gone(api: Api) -> None:
     assert not [p for p in paths if p.startswith("/docs")], paths
 
 
-def _record() -> tuple[dict[str, str], dict[str, str]]:
-    """VERSIONS as (fields, {file name: sha256})."""
+def _vendor_script() -> Any:
+    spec = importlib.util.spec_from_file_location("vendor_assets", ROOT / "scripts" / "vendor_assets.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("vendor_assets", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+ASSETS = _vendor_script().ASSETS
+
+
+def _record(folder: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """A VERSIONS file as (fields, {file name: sha256})."""
     fields: dict[str, str] = {}
     digests: dict[str, str] = {}
-    for line in (SWAGGER_DIR / "VERSIONS").read_text(encoding="utf-8").splitlines():
+    for line in (folder / "VERSIONS").read_text(encoding="utf-8").splitlines():
         if not line or line.startswith("#"):
             continue
         key, _, value = line.partition(": ")
@@ -90,20 +107,23 @@ def _record() -> tuple[dict[str, str], dict[str, str]]:
     return fields, digests
 
 
-def test_the_vendored_files_are_the_ones_their_record_names() -> None:
-    fields, digests = _record()
-    on_disk = {p.name for p in SWAGGER_DIR.iterdir()} - {"VERSIONS"}
-    assert set(digests) == on_disk
+@pytest.mark.parametrize("asset", ASSETS, ids=lambda a: a.package)
+def test_the_vendored_files_are_the_ones_their_record_names(asset: Any) -> None:
+    """Swagger UI for /docs, htmx and uPlot for the dashboard: each folder holds exactly the files its
+    VERSIONS names, with those checksums, of the version the script pins, from the npm registry."""
+    fields, digests = _record(asset.target)
+    on_disk = {p.name for p in asset.target.iterdir()} - {"VERSIONS"}
+    assert set(digests) == on_disk == set(asset.files.values())
     for name, digest in digests.items():
-        assert hashlib.sha256((SWAGGER_DIR / name).read_bytes()).hexdigest() == digest, name
-    # The record is of the version the script pins, from the npm registry's tarball of it.
-    script = (ROOT / "scripts" / "vendor_assets.py").read_text(encoding="utf-8")
-    pinned = re.search(r'^VERSION = "([^"]+)"$', script, re.MULTILINE)
-    assert pinned is not None
-    assert fields["package"] == "swagger-ui-dist"
-    assert fields["version"] == pinned.group(1)
+        assert hashlib.sha256((asset.target / name).read_bytes()).hexdigest() == digest, name
+    assert (fields["package"], fields["version"]) == (asset.package, asset.version)
+    tarball_name = asset.package.rsplit("/", 1)[-1]
     assert fields["tarball"] == (
-        f"https://registry.npmjs.org/swagger-ui-dist/-/swagger-ui-dist-{pinned.group(1)}.tgz"
+        f"https://registry.npmjs.org/{asset.package}/-/{tarball_name}-{asset.version}.tgz"
     )
     assert fields["tarball-integrity"].startswith("sha512-")
-    assert {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "LICENSE"} <= set(digests)
+    assert "LICENSE" in digests
+
+
+def test_docs_serves_the_swagger_files_of_its_record() -> None:
+    assert {a.target for a in ASSETS if a.package == "swagger-ui-dist"} == {SWAGGER_DIR}

@@ -16,7 +16,7 @@ from voicemon.domain.timeutil import MINUTE_MS, format_time
 # --- 404 and 405 ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/v1/nope", "/v2/events", "/", "/v1/events/extra/segments"])
+@pytest.mark.parametrize("path", ["/v1/nope", "/v2/events", "/nope", "/v1/events/extra/segments"])
 @pytest.mark.parametrize("with_key", [True, False])
 def test_unknown_route_is_404(api: Api, path: str, with_key: bool) -> None:
     """Under /v1 the key is checked first (before any body is read), so a keyless caller learns nothing
@@ -26,6 +26,12 @@ def test_unknown_route_is_404(api: Api, path: str, with_key: bool) -> None:
         assert_error(r, 404, "not_found")
     else:
         assert_error(r, 401, "missing_key")
+
+
+def test_the_root_is_the_dashboard_which_asks_for_a_session(api: Api) -> None:
+    r = api.client.get("/", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/login?next=%2F"
 
 
 def test_wrong_method_is_405_with_the_error_shape(api: Api) -> None:

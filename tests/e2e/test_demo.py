@@ -155,6 +155,7 @@ def test_demo_backfills_serves_and_honours_a_full_retry(tmp_path: Path) -> None:
         url = lines.value_of("URL: ", started)
         key = lines.value_of("KEY: ", started)
         assert url == f"http://127.0.0.1:{port}"
+        assert lines.value_of("DASHBOARD: ", started) == f"{url}/ (sign in with the key)"
         check_the_server_is_the_guarded_one(port)
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
             check_the_day_was_backfilled_and_aggregated(http)

@@ -58,6 +58,8 @@ CALLS: dict[str, UseCase] = {
     "queries.artifact": lambda s, p: s.queries.artifact(p, "art-a"),
     "queries.artifact of org-b": lambda s, p: s.queries.artifact(p, "art-b"),
     "queries.realtime": lambda s, p: s.queries.realtime(p, None),
+    "queries.active_and_stuck": lambda s, p: s.queries.active_and_stuck(p, None),
+    "queries.active_and_stuck org-a": lambda s, p: s.queries.active_and_stuck(p, ORG_A),
     "queries.realtime org-a": lambda s, p: s.queries.realtime(p, ORG_A),
     "metrics.history": lambda s, p: s.metrics.history(p, RANGE, None),
     "metrics.history org-a": lambda s, p: s.metrics.history(p, RANGE, ORG_A),
@@ -99,6 +101,8 @@ MATRIX: dict[str, tuple[Any, ...]] = {
     "queries.artifact":           (ROLE, OK,    OK,   ROLE,    OK),
     "queries.artifact of org-b":  (ROLE, OK,    OK,   ROLE,    HIDDEN),
     "queries.realtime":           (ROLE, OK,    OK,   ROLE,    SCOPE),
+    "queries.active_and_stuck":   (ROLE, OK,    OK,   ROLE,    SCOPE),
+    "queries.active_and_stuck org-a": (ROLE, OK, OK,  ROLE,    OK),
     "queries.realtime org-a":     (ROLE, OK,    OK,   ROLE,    OK),
     "metrics.history":            (ROLE, OK,    OK,   ROLE,    SCOPE),
     "metrics.history org-a":      (ROLE, OK,    OK,   ROLE,    OK),
@@ -130,6 +134,7 @@ NOT_USE_CASES = {
     "metrics.resolve_range": "pure: fills in a missing start or end; reads nothing",
     "keys.authenticate": "turns a presented key into the caller; there is no caller yet",
     "keys.cached": "the same, from the cache",
+    "keys.principal_of": "the same for a dashboard session, which names its key by id",
     "ingest": "the async twin of ingest_blocking (same check, in _prepare): the HTTP tests cover it",
 }
 # Lifecycle, not use cases.

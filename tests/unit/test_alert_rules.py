@@ -78,6 +78,10 @@ def test_cost_below_a_dollar_is_never_a_spike() -> None:
     assert _one(RuleName.COST_SPIKE, inputs).verdict is Verdict.CLEAR
     inputs.last60.cost_nusd = 2_000_000_000
     assert _one(RuleName.COST_SPIKE, inputs).severity is Severity.HIGH
+    # A new installation's first day is no baseline: 23 aggregated hours cannot judge a spike.
+    inputs.week_hours = 23
+    inputs.week.cost_nusd = 23 * 10_000_000
+    assert _one(RuleName.COST_SPIKE, inputs).verdict is Verdict.INSUFFICIENT_DATA
 
 
 def test_a_rule_change_is_checked_whole() -> None:

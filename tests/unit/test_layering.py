@@ -1,6 +1,7 @@
 """The package layering, checked on the source: which package of voicemon may import which.
 
     domain   ← storage ← service ← jobs ← api ← cli
+                                  service ← web ← api
                                          sdk (nothing of ours)    sim → sdk
 
 Read an arrow as "is imported by". ``errors`` (the exception tree), ``clock``, ``settings`` and the top
@@ -26,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"domain", "errors", "settings"},
     "service": {"domain", "storage"} | SHARED,
     "jobs": {"domain", "storage", "service"} | SHARED,
-    "api": {"domain", "service", "jobs"} | SHARED,
+    "web": {"domain", "service"} | SHARED,
+    "api": {"domain", "service", "jobs", "web"} | SHARED,
     "cli": {"domain", "service", "jobs", "api", "sdk", "sim"} | SHARED,
     "sdk": set(),
     "sim": {"sdk"},

@@ -28,41 +28,18 @@ from voicemon.api import (
 from voicemon.api.bodies import not_json_at
 from voicemon.api.deps import reject_nul_characters
 from voicemon.api.docs import install_docs
-from voicemon.api.edge import RequestEdge, RequestTimeout, is_protected
+from voicemon.api.edge import RequestEdge, is_protected
 from voicemon.api.schemas import ErrorReply, EventBatchIn, EventIn, HealthOut
 from voicemon.clock import Clock
 from voicemon.errors import (
-    AuthError,
-    BadRequest,
-    ConflictError,
-    ForbiddenError,
-    NotFoundError,
-    PayloadTooLarge,
-    RateLimitError,
-    StorageError,
-    UnavailableError,
-    ValidationError,
     VoicemonError,
 )
 from voicemon.jobs import Scheduler, build_runner
 from voicemon.service import Services
 from voicemon.settings import Settings
+from voicemon.web import install_web
 
 logger = logging.getLogger(__name__)
-
-_STATUS: list[tuple[type[VoicemonError], int]] = [
-    (BadRequest, 400),
-    (AuthError, 401),
-    (ForbiddenError, 403),
-    (NotFoundError, 404),
-    (RequestTimeout, 408),
-    (ConflictError, 409),
-    (PayloadTooLarge, 413),
-    (ValidationError, 422),
-    (RateLimitError, 429),
-    (StorageError, 503),
-    (UnavailableError, 503),
-]
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -71,7 +48,7 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 def _error_reply(exc: VoicemonError) -> JSONResponse:
     """The reply to ``exc``, for the handler below and for the request edge in front of the routes."""
-    status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 500)
+    status = exc.http_status
     message = f"{exc.field}: {exc.message}" if exc.field else exc.message
     if status >= 500:
         logger.error("request failed", extra={"action": "request_failed", "code": exc.code})
@@ -144,6 +121,7 @@ def create_app(
         return JSONResponse({"status": "degraded", "database": "unreachable"}, status_code=503)
 
     install_docs(app)
+    install_web(app, svc)
     _install_error_handlers(app)
     _install_openapi(app)
     return app

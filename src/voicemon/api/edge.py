@@ -48,6 +48,7 @@ class RequestTimeout(VoicemonError):
     """The client stopped sending its body before it was complete (HTTP 408)."""
 
     code = "request_timeout"
+    http_status = 408
 
 
 def is_protected(path: str) -> bool:

@@ -118,6 +118,7 @@ def run_demo(host: str, port: int, hours: float, rate_per_min: float, seed: int 
             raise typer.Exit(1)
         print(f"URL: {url}", flush=True)
         print(f"KEY: {staff.secret}", flush=True)
+        print(f"DASHBOARD: {url}/ (sign in with the key)", flush=True)
         client = Client(url, ingest.secret, batch_size=500, max_queue=500_000)
         simulator = Simulator(client, store, seed=seed)
         for org in simulator.orgs:

@@ -175,13 +175,17 @@ BASELINE_MIN_SAMPLES = 20
 INACTIVITY_BUSY_RECEIVED = 10  # an hour of day is busy on a day with at least this many received
 INACTIVITY_BUSY_DAYS = 3  # ... and it is expected to be busy after this many busy days of the last 7
 COST_SPIKE_MIN_USD = 1.0
+# A cost baseline needs this many aggregated hours in its 7 days: a new installation's first hours would
+# otherwise make any ordinary hour look like a spike.
+COST_BASELINE_MIN_HOURS = 24
 
 
 @dataclass(slots=True)
 class ScopeInputs:
     """Everything the rules read for one scope ("" = platform). ``last30`` and ``last60`` are the parts
     of the raw events of the last 30 and 60 minutes; ``week`` the merge of the hourly rows of the last
-    7 days (``week_hours`` of them expected), and ``week_sampled_rows`` how many of those rows held at
+    7 days (``week_hours``: how many hours of them were aggregated, the mean cost's denominator), and
+    ``week_sampled_rows`` how many of those rows held at
     least :data:`BASELINE_MIN_SAMPLES` samples, per stage ("" = end to end)."""
 
     scope: str
@@ -386,7 +390,7 @@ def _cost_spike(i: ScopeInputs) -> list[_Measure]:
             "",
             value,
             1,
-            mean > 0,
+            mean > 0 and i.week_hours >= COST_BASELINE_MIN_HOURS,
             lambda t: (
                 f"AI cost ${cost:.2f} over the last 60 min is {_times(ratio)} the 7-day mean of "
                 f"${mean:.2f} an hour (threshold {_times(t)})"

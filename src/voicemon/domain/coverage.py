@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from voicemon.domain.periods import Period, ceil_to
 
@@ -66,6 +67,31 @@ class RangePlan:
         """Start of the first period computed live, if any."""
         return self.live[0] if self.live else None
 
+    def describe(self) -> str:
+        """What the answer covers and how fresh it is, in one line a person reads under a figure.
+
+        >>> h = Period.HOURLY.length_ms
+        >>> p = plan_range(Period.HOURLY, 0, 5 * h, 4 * h + 37 * 60_000, stored={0, h}, stale=set(),
+        ...                newest_stored_ms=h, live_from_ms=0)
+        >>> p.describe() == "data through 02:00 UTC; 02:00\u201304:37 UTC live"
+        True
+        """
+        parts = []
+        if self.stored:
+            parts.append(f"data through {_clock(max(self.stored) + self.period.length_ms, self.now_ms)}")
+        if self.live:
+            start = _clock(self.live[0], self.now_ms).removesuffix(" UTC")
+            parts.append(f"{start}\u2013{_clock(min(self.period_end_ms, self.now_ms), self.now_ms)} live")
+        if not parts:
+            parts.append("no data in this range")
+        unit = "hour" if self.period is Period.HOURLY else "day"
+        if self.missing:
+            n = len(self.missing)
+            parts.append(f"{n}{'+' if n == MAX_LISTED else ''} {unit}{'s' if n != 1 else ''} missing")
+        if self.stale:
+            parts.append(f"{len(self.stale)} {unit}{'s' if len(self.stale) != 1 else ''} being redone")
+        return "; ".join(parts)
+
 
 def plan_range(
     period: Period,
@@ -108,3 +134,10 @@ def plan_range(
     stale_set = set(stale)
     marked = tuple(s for s in have if s in stale_set)[:MAX_LISTED]
     return RangePlan(period, expected, have, live, missing, marked, first, now_ms)
+
+
+def _clock(ms: int, now_ms: int) -> str:
+    """``14:00 UTC`` on the day of ``now_ms``, ``2026-12-01 14:00 UTC`` on another day."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    today = datetime.fromtimestamp(now_ms / 1000, tz=UTC).date()
+    return moment.strftime("%H:%M UTC" if moment.date() == today else "%Y-%m-%d %H:%M UTC")

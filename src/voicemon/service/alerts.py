@@ -531,6 +531,7 @@ def gather_inputs(
             conn, hourly, cover, _LATENCY_READS, with_platform=True, scopes=judged
         ):
             week[t.scope] = merge_parts([week.get(t.scope, SnapshotParts()), t.parts])
+    hours = alert_store.aggregated_hours(conn, week_start, hour)
     sampled = {}
     if judged:
         sampled = alert_store.sampled_rows(
@@ -554,7 +555,7 @@ def gather_inputs(
         inputs.last30 = last30.get(s, SnapshotParts())
         inputs.last60 = last60.get(s, SnapshotParts())
         inputs.week = week.get(s, SnapshotParts())
-        inputs.week_hours = 7 * 24
+        inputs.week_hours = hours
         inputs.week_sampled_rows = sampled.get(s, {})
         inputs.busy_days_this_hour = busy.get(s, 0)
     # An organization's artifacts count for it and for the platform; those without one, once.

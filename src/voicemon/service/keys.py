@@ -26,6 +26,7 @@ PREFIX = "vm"
 # What ``create`` makes: 8 random bytes in hex. Anything else is refused before the database is asked.
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 MAX_KEY_NAME_CHARS = 200
+_SESSION_ENDED = "the session's key is not valid any more: sign in again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +95,17 @@ class KeyService:
         with self._db.write() as conn:
             if not key_store.revoke_key(conn, key_id, self._clock.now_ms()):
                 raise NotFoundError(f"no live key {key_id!r}", code="key_not_found")
-        with self._lock:
-            self._cache.pop(key_id, None)
+        with self._lock:  # this process stops trusting it at once; others within key_cache_s
+            for slot in [k for k, (_, p) in self._cache.items() if p.key_id == key_id]:
+                del self._cache[slot]
+
+    def principal_of(self, key_id: str) -> Principal:
+        """The principal of the key ``key_id`` (a dashboard session names its key by id, never holds its
+        secret): looked up at most once per ``key_cache_s``, so a revoked key's sessions end within that
+        delay. Raises AuthError (``invalid_key``) for a key that is unknown or revoked."""
+        if not _KEY_ID.fullmatch(key_id):
+            raise AuthError(_SESSION_ENDED, code="invalid_key")
+        return self._principal(f"id:{key_id}", key_id, None, _SESSION_ENDED)
 
     def cached(self, presented: str | None) -> Principal | None:
         """The principal of a key verified less than ``key_cache_s`` ago, without touching the database."""
@@ -113,18 +123,23 @@ class KeyService:
         if len(parts) != 3 or parts[0] != PREFIX or not _KEY_ID.fullmatch(parts[1]):
             raise AuthError("the API key is not valid", code="invalid_key")
         _, key_id, secret = parts
+        return self._principal(presented, key_id, secret, "the API key is not valid")
+
+    def _principal(self, slot: str, key_id: str, secret: str | None, refusal: str) -> Principal:
+        """The key's principal from the cache slot while it is fresh, else from its row (checking the
+        secret when one is given), cached again."""
         now_ms = self._clock.now_ms()
         with self._lock:
-            cached = self._cache.get(presented)
+            cached = self._cache.get(slot)
         if cached is not None and cached[0] > now_ms:
             return cached[1]
         with self._db.read() as conn:
             record = key_store.get_key(conn, key_id)
         if record is None or record.revoked_ms is not None:
-            raise AuthError("the API key is not valid", code="invalid_key")
-        if not hmac.compare_digest(record.secret_hash, _hash(secret)):
-            raise AuthError("the API key is not valid", code="invalid_key")
+            raise AuthError(refusal, code="invalid_key")
+        if secret is not None and not hmac.compare_digest(record.secret_hash, _hash(secret)):
+            raise AuthError(refusal, code="invalid_key")
         principal = Principal(record.key_id, record.name, Role(record.role), record.organization_id)
         with self._lock:
-            self._cache[presented] = (now_ms + self._cache_ttl_ms, principal)
+            self._cache[slot] = (now_ms + self._cache_ttl_ms, principal)
         return principal

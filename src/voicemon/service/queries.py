@@ -15,6 +15,7 @@ from voicemon.domain.records import EventFilter, StoredEvent
 from voicemon.domain.retries import Retry
 from voicemon.domain.timeutil import MINUTE_MS, floor_to
 from voicemon.storage import Database
+from voicemon.storage import alerts as alert_store
 from voicemon.storage import artifacts as artifact_store
 from voicemon.storage import counters as counter_store
 from voicemon.storage import events as event_store
@@ -123,6 +124,18 @@ class Queries:
             retries = retry_store.list_for(conn, state.key)
         stuck = state.is_stuck(self._clock.now_ms(), self._stuck_after_ms)
         return ArtifactDetail(state, stuck, timeline, retries)
+
+    def active_and_stuck(self, principal: Principal, organization_id: str | None) -> tuple[int, int]:
+        """How many artifacts are active now, and how many of those are stuck: of one organization, or of
+        the platform (every organization and those without one) when none is named. One grouped read.
+        An aggregate like the realtime counters: a scoped key names its own organization."""
+        require_role(principal, *READERS)
+        org = aggregate_scope(principal, organization_id)
+        with self._db.read() as conn:
+            counts = alert_store.artifact_counts(conn, self._clock.now_ms() - self._stuck_after_ms)
+        if org is not None:
+            return counts.get(org, (0, 0))
+        return sum(a for a, _ in counts.values()), sum(s for _, s in counts.values())
 
     def realtime(self, principal: Principal, organization_id: str | None) -> Realtime:
         """Counters of the 60 minutes ending now: the current minute and the 59 before it."""

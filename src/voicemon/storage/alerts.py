@@ -414,6 +414,15 @@ def sampled_rows(
     }
 
 
+def aggregated_hours(conn: Connection, start_ms: int, end_ms: int) -> int:
+    """How many hours in ``[start_ms, end_ms)`` were aggregated (each has a platform-wide row)."""
+    s = snapshots.c
+    query = select(func.count()).where(
+        s.period_type == "hourly", s.scope == "", s.period_start_ms >= start_ms, s.period_start_ms < end_ms
+    )
+    return int(conn.scalar(query) or 0)
+
+
 def busy_days(conn: Connection, hour_starts: Sequence[int], least: int) -> dict[str, int]:
     """Per scope: how many of the hourly rows at ``hour_starts`` received at least ``least`` artifacts."""
     s = snapshots.c
