@@ -33,7 +33,20 @@ from voicemon.domain.access import SYSTEM
 
 CHROMIUM = "/usr/bin/chromium"
 WIDTHS = (1280, 375)
-PAGES = ("/", "/artifacts", "/artifacts?status=failed", "/alerts")
+PAGES = (
+    "/",
+    "/pipeline",
+    "/pipeline?range=7d",
+    "/artifacts",
+    "/artifacts?status=failed",
+    "/charts",
+    "/charts?range=90d",
+    "/orgs",
+    "/events",
+    "/events?event_type=artifact_failed",
+    "/alerts",
+    "/jobs",
+)
 
 
 def _require_chromium() -> None:
@@ -242,6 +255,8 @@ def test_every_page_loads_fits_the_width_and_logs_no_error(browser: Any, site: S
             assert response.headers["content-security-policy"].startswith("default-src 'none'")
             page_width = tab.page.evaluate("document.documentElement.scrollWidth")
             assert page_width <= width, (path, page_width)
+        tab.go("/charts?range=24h")
+        assert tab.page.locator(".chart canvas").count() >= 8  # uPlot drew every chart
         tab.go("/")
         tab.page.wait_for_selector("#feed table")  # the activity feed arrived through htmx
         assert "asr_timeout" in tab.page.inner_text("#feed")
@@ -360,3 +375,35 @@ def test_sign_in_refuses_a_bad_or_ingest_key_and_actions_need_the_form_token(
         assert page.url.startswith(f"{site.url}/login")
     finally:
         context.close()
+
+
+def test_staff_name_an_organization_run_a_job_and_read_an_events_json(staff: Tab) -> None:
+    staff.go("/orgs")
+    row = staff.page.locator("tbody tr", has_text="org-b")
+    row.locator("input[name=name]").fill("Bravo United")
+    row.locator("button", has_text="Name").click()
+    staff.page.wait_for_load_state("networkidle")
+    assert "org-b is now named Bravo United" in staff.page.inner_text(".flash.ok")
+    assert "Bravo United" in staff.page.inner_text("tbody")
+
+    staff.go("/jobs")
+    staff.page.locator("tr", has_text="evaluate-alerts").locator("button", has_text="Run now").click()
+    staff.page.wait_for_load_state("networkidle")
+    assert "evaluate-alerts: succeeded" in staff.page.inner_text(".flash.ok")
+    assert "manual" in staff.page.inner_text("main")
+
+    staff.go("/events?event_type=transcription_failed")
+    staff.page.locator("details summary").first.click()
+    shown = staff.page.locator("details pre").first.inner_text()
+    assert '"error_code": "asr_timeout"' in shown
+    assert staff.errors == []
+
+
+def test_staff_pages_are_neither_offered_nor_open_to_a_viewer(viewer_a: Tab) -> None:
+    nav = viewer_a.page.inner_text("header nav")
+    assert "Organizations" not in nav
+    assert "Jobs" not in nav
+    for path in ("/orgs", "/jobs"):
+        response = viewer_a.go(path)
+        assert response.status == 403, path
+        assert "forbidden_role" in viewer_a.text()

@@ -22,16 +22,18 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from voicemon.domain.access import Principal, Role
-from voicemon.domain.model import MEASURED_STAGES
+from voicemon.domain.model import MEASURED_STAGES, EventType, Stage
 from voicemon.domain.periods import Period
 from voicemon.domain.records import EventFilter
-from voicemon.domain.snapshot import render_parts
-from voicemon.domain.timeutil import DAY_MS, floor_to
+from voicemon.domain.snapshot import render_fields, render_parts
+from voicemon.domain.snapshot_fields import ORG_BREAKDOWN
+from voicemon.domain.timeutil import DAY_MS, HOUR_MS, floor_to, format_time
 from voicemon.errors import AuthError, VoicemonError
+from voicemon.jobs import JobRunner
 from voicemon.service import Services
 from voicemon.service.alerts import alert_body
 from voicemon.service.metrics import Range
-from voicemon.web.format import FILTERS, rate_class
+from voicemon.web.format import FEW_SAMPLES, FILTERS, rate_class
 from voicemon.web.session import COOKIE, LOGIN_COOKIE, Session, Sessions
 
 logger = logging.getLogger(__name__)
@@ -440,4 +442,336 @@ def acknowledge(
         return back("/alerts", error=f"not acknowledged: {_refused(exc)}")
     return back(
         "/alerts", msg=f"acknowledged {detail.alert.rule} ({alert_id[:8]}) as {detail.alert.acknowledged_by}"
+    )
+
+
+# --- range choice shared by the pipeline, metrics and organizations pages -----------------------------
+
+# (label, length, period of the rows read): hourly rows up to 7 days, daily beyond (SPEC 16).
+RANGES = {
+    "1h": ("1 hour", HOUR_MS, Period.HOURLY),
+    "6h": ("6 hours", 6 * HOUR_MS, Period.HOURLY),
+    "24h": ("24 hours", DAY_MS, Period.HOURLY),
+    "7d": ("7 days", 7 * DAY_MS, Period.HOURLY),
+    "30d": ("30 days", 30 * DAY_MS, Period.DAILY),
+    "90d": ("90 days", 90 * DAY_MS, Period.DAILY),
+}
+
+
+def _range(svc: Services, choice: str | None) -> tuple[str, Range]:
+    """The chosen range ending now: the periods that start in the last N hours or days, the one in
+    progress included (an hour range of 1 h is the hour in progress and the one before it ends)."""
+    key = choice if choice in RANGES else "24h"
+    _, length, period = RANGES[key]
+    now_ms = svc.clock.now_ms()
+    return key, Range(period, now_ms - length, now_ms + 1)
+
+
+# --- pipeline --------------------------------------------------------------------------------------------
+
+
+@router.get("/pipeline")
+def pipeline(
+    request: Request, v: ViewerDep, range: Annotated[str | None, Query(max_length=8)] = None
+) -> HTMLResponse:
+    svc = _services(request)
+    key, r = _range(svc, range)
+    merged = svc.metrics.summary(v.principal, r, v.org)
+    return page(
+        request,
+        "pipeline.html",
+        {
+            "v": v,
+            "nav": "pipeline",
+            "ranges": RANGES,
+            "chosen": key,
+            "m": render_parts(merged.parts),
+            "plan": merged.plan,
+        },
+    )
+
+
+# --- organizations ---------------------------------------------------------------------------------------
+
+ORG_SORTS = {
+    "received": lambda i: (-i["artifacts_received"], i["organization_id"]),
+    "failed": lambda i: (-i["artifacts_failed"], i["organization_id"]),
+    "failure_rate": lambda i: (-i["overall_failure_rate"], i["organization_id"]),
+    "cost": lambda i: (-i["total_ai_cost_usd"], i["organization_id"]),
+    "name": lambda i: (i["organization_name"].lower(), i["organization_id"]),
+}
+
+
+@router.get("/orgs")
+def organizations(
+    request: Request,
+    v: ViewerDep,
+    range: Annotated[str | None, Query(max_length=8)] = None,
+    sort: Annotated[str | None, Query(max_length=16)] = None,
+    msg: str | None = None,
+    error: str | None = None,
+) -> HTMLResponse:
+    svc = _services(request)
+    key, r = _range(svc, range)
+    order = sort if sort in ORG_SORTS else "received"
+    try:
+        breakdown = svc.metrics.by_organization(v.principal, r)
+    except VoicemonError as exc:
+        context = {"v": v, "nav": "orgs", "title": "Organizations", "error": _refused(exc)}
+        return page(request, "message.html", context, status_code=exc.http_status)
+    items = [
+        {
+            "organization_id": i.organization_id,
+            "organization_name": i.organization_name,
+            **render_fields(i.parts, ORG_BREAKDOWN),
+        }
+        for i in breakdown.items
+    ]
+    items.sort(key=ORG_SORTS[order])
+    return page(
+        request,
+        "orgs.html",
+        {
+            "v": v,
+            "nav": "orgs",
+            "ranges": RANGES,
+            "chosen": key,
+            "sort": order,
+            "sorts": list(ORG_SORTS),
+            "items": items,
+            "plan": breakdown.plan,
+            "msg": msg,
+            "error": error,
+        },
+    )
+
+
+@router.post("/orgs/{organization_id}/name")
+def name_organization(
+    request: Request,
+    v: ViewerDep,
+    organization_id: str,
+    name: Annotated[str, Form(max_length=200)] = "",
+    csrf: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    _check_csrf(request, v, csrf)
+    try:
+        record = _services(request).orgs.put(v.principal, organization_id, name)
+    except VoicemonError as exc:
+        return back("/orgs", error=f"not renamed: {_refused(exc)}")
+    return back("/orgs", msg=f"{record.organization_id} is now named {record.name}")
+
+
+# --- events ----------------------------------------------------------------------------------------------
+
+
+@router.get("/events")
+def events(
+    request: Request,
+    v: ViewerDep,
+    event_type: Annotated[str | None, Query(max_length=64)] = None,
+    stage: Annotated[str | None, Query(max_length=32)] = None,
+    org: Annotated[str | None, Query(max_length=128)] = None,
+    artifact: Annotated[str | None, Query(max_length=128)] = None,
+    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+) -> HTMLResponse:
+    svc = _services(request)
+    chosen = {"event_type": event_type, "stage": stage, "org": org, "artifact": artifact}
+    filters = {k: val for k, val in chosen.items() if val}
+    problem = None
+    rows: list[Any] = []
+    next_cursor = None
+    try:
+        f = EventFilter(event_type, stage, org or v.org, artifact)
+        listed = svc.queries.list_events(v.principal, f, cursor, PAGE_SIZE)
+        rows, next_cursor = listed.items, listed.next_cursor
+    except VoicemonError as exc:
+        problem = _refused(exc)
+    items = [(e, orjson.dumps(event_json(e), option=orjson.OPT_INDENT_2).decode()) for e in rows]
+    context = {
+        "v": v,
+        "nav": "events",
+        "items": items,
+        "next_cursor": next_cursor,
+        "filters": filters,
+        "chosen": chosen,
+        "event_types": [t.value for t in EventType],
+        "stages": [s.value for s in Stage],
+        "error": problem,
+    }
+    if cursor and request.headers.get("HX-Request"):
+        return page(request, "_event_rows.html", context)
+    return page(request, "events.html", context)
+
+
+def event_json(stored: Any) -> dict[str, Any]:
+    """An event as the API lists it (``GET /v1/events``), for "show JSON"."""
+    e = stored.event
+    body = {
+        "event_id": e.event_id,
+        "event_type": e.event_type.value,
+        "artifact_id": e.artifact_id,
+        "organization_id": e.organization_id,
+        "pipeline_stage": e.pipeline_stage.value if e.pipeline_stage else None,
+        "timestamp": format_time(e.timestamp_ms),
+        "received_at": format_time(e.received_ms),
+        "duration_ms": e.duration_ms,
+        "error_code": e.error_code,
+        "error_message": e.error_message,
+        "metadata": dict(e.metadata) if e.metadata is not None else None,
+    }
+    return {k: val for k, val in body.items() if val is not None}
+
+
+# --- jobs ------------------------------------------------------------------------------------------------
+
+
+def _runner(request: Request) -> JobRunner:
+    runner: JobRunner = request.app.state.jobs
+    return runner
+
+
+@router.get("/jobs")
+def jobs(
+    request: Request,
+    v: ViewerDep,
+    job: Annotated[str | None, Query(max_length=64)] = None,
+    msg: str | None = None,
+    error: str | None = None,
+) -> HTMLResponse:
+    runner = _runner(request)
+    try:
+        overview_items = runner.overview(v.principal)
+        runs = runner.runs(v.principal, job if job in runner.jobs else None, 30)
+    except VoicemonError as exc:
+        context = {"v": v, "nav": "jobs", "title": "Jobs", "error": _refused(exc)}
+        return page(request, "message.html", context, status_code=exc.http_status)
+    return page(
+        request,
+        "jobs.html",
+        {
+            "v": v,
+            "nav": "jobs",
+            "jobs": overview_items,
+            "runs": runs,
+            "job": job,
+            "msg": msg,
+            "error": error,
+        },
+    )
+
+
+@router.post("/jobs/{name}/run")
+def run_job(
+    request: Request, v: ViewerDep, name: str, csrf: Annotated[str, Form(max_length=100)] = ""
+) -> Response:
+    _check_csrf(request, v, csrf)
+    try:
+        run = _runner(request).run_now(v.principal, name, None)
+    except VoicemonError as exc:
+        return back("/jobs", error=f"{name} not run: {_refused(exc)}")
+    outcome = f"{name}: {run.status}" + (f" ({run.error})" if run.error else "")
+    return back("/jobs", job=name, **({"error": outcome} if run.status == "failed" else {"msg": outcome}))
+
+
+# --- metrics (charts) ------------------------------------------------------------------------------------
+# At /charts: /metrics is the Prometheus scrape endpoint's path (SPEC 17).
+
+_COLORS = {"p50": "#1a6b34", "p95": "#0b57d0", "p99": "#b3261e"}
+
+
+def chart_data(rows: list[Any]) -> dict[str, Any]:
+    """The series of the metrics page, one point per period: what uPlot draws (time in seconds). A
+    percentile from fewer than :data:`FEW_SAMPLES` samples is left out (a gap), not drawn as a
+    confident point."""
+    rendered = [render_parts(row.parts) for row in rows]
+
+    def latency(pick: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "label": name,
+                "color": color,
+                "values": [
+                    (lat[name] if lat[name] is not None and lat["count"] >= FEW_SAMPLES else None)
+                    for lat in (pick(r) for r in rendered)
+                ],
+            }
+            for name, color in _COLORS.items()
+        ]
+
+    charts: dict[str, Any] = {
+        "throughput": {
+            "title": "Artifacts per period",
+            "unit": "",
+            "series": [
+                {
+                    "label": "received",
+                    "color": "#4a5360",
+                    "values": [r["artifacts_received"] for r in rendered],
+                },
+                {
+                    "label": "completed",
+                    "color": "#1a6b34",
+                    "values": [r["artifacts_completed"] for r in rendered],
+                },
+                {"label": "failed", "color": "#b3261e", "values": [r["artifacts_failed"] for r in rendered]},
+            ],
+        },
+        "failure_rate": {
+            "title": "Failure rate",
+            "unit": "%",
+            "series": [
+                {
+                    "label": "failed / ended",
+                    "color": "#b3261e",
+                    "values": [round(r["overall_failure_rate"] * 100, 2) for r in rendered],
+                }
+            ],
+        },
+        "cost": {
+            "title": "AI cost",
+            "unit": "$",
+            "series": [
+                {"label": "cost", "color": "#8a5200", "values": [r["total_ai_cost_usd"] for r in rendered]}
+            ],
+        },
+        "end_to_end": {
+            "title": "End-to-end latency",
+            "unit": "ms",
+            "series": latency(lambda r: r["end_to_end_latency_ms"]),
+        },
+    }
+    for i, stage in enumerate(MEASURED_STAGES):
+        charts[stage.value] = {
+            "title": f"{stage.value.replace('_', ' ').capitalize()} latency",
+            "unit": "ms",
+            "series": latency(lambda r, i=i: r["stages"][i]["latency_ms"]),
+        }
+    return {"t": [row.period_start_ms // 1000 for row in rows], "charts": charts}
+
+
+@router.get("/charts")
+def charts(
+    request: Request, v: ViewerDep, range: Annotated[str | None, Query(max_length=8)] = None
+) -> HTMLResponse:
+    svc = _services(request)
+    key, r = _range(svc, range)
+    history = svc.metrics.history(v.principal, r, v.org)
+    data = chart_data(history.rows)
+    return page(
+        request,
+        "charts.html",
+        {
+            "v": v,
+            "nav": "metrics",
+            "ranges": RANGES,
+            "chosen": key,
+            "plan": history.plan,
+            "period": r.period.value,
+            "points": len(history.rows),
+            "live": len(history.live),
+            "charts": [(name, c["title"]) for name, c in data["charts"].items()],
+            # Inside <script type="application/json">: "</" could end the element early.
+            "series": orjson.dumps(data).decode().replace("</", "<\\/"),
+        },
     )
