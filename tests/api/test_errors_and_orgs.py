@@ -266,3 +266,38 @@ def test_healthz_is_503_when_the_database_is_unreachable(api: Api, monkeypatch: 
     r = api.call("GET", "/healthz", "")
     assert r.status_code == 503
     assert r.json() == {"status": "degraded", "database": "unreachable"}
+
+
+def test_artifacts_filter_by_the_stage_they_failed_in(api: Api, clock: FakeClock) -> None:
+    now = clock.now_ms()
+    events = []
+    for i, stage in enumerate(("transcription", "claims_extraction", "transcription")):
+        aid = f"fs-{i}"
+        events += [
+            ev("artifact_received", aid, now - 5 * MINUTE_MS, organization_id="org-fs"),
+            ev(f"{stage}_started", aid, now - 4 * MINUTE_MS, organization_id="org-fs"),
+            ev(f"{stage}_failed", aid, now - 3 * MINUTE_MS, organization_id="org-fs", error_code="x"),
+            ev("artifact_failed", aid, now - 3 * MINUTE_MS + 1, organization_id="org-fs"),
+        ]
+    events += [ev("artifact_received", "fs-ok", now - MINUTE_MS, organization_id="org-fs")]
+    assert api.call("POST", "/v1/events", json={"events": events}).json()["accepted"] == len(events)
+    got = api.call("GET", "/v1/artifacts", params={"failed_stage": "transcription", "limit": 1})
+    assert got.status_code == 200, got.text
+    first = got.json()
+    second = api.call(
+        "GET",
+        "/v1/artifacts",
+        params={"failed_stage": "transcription", "limit": 1, "cursor": first["next_cursor"]},
+    ).json()
+    assert [a["artifact_id"] for a in first["items"] + second["items"]] == ["fs-2", "fs-0"]
+    assert second["next_cursor"] is None
+    claims = api.call("GET", "/v1/artifacts", params={"failed_stage": "claims_extraction"}).json()["items"]
+    assert [a["artifact_id"] for a in claims] == ["fs-1"]
+    # The cursor names its filter: another filter's cursor is refused.
+    other = api.call(
+        "GET", "/v1/artifacts", params={"failed_stage": "claims_extraction", "cursor": first["next_cursor"]}
+    )
+    assert_error(other, 400, "invalid_cursor")
+    assert_error(
+        api.call("GET", "/v1/artifacts", params={"failed_stage": "ingestion"}), 422, "invalid_request"
+    )

@@ -407,3 +407,27 @@ def test_staff_pages_are_neither_offered_nor_open_to_a_viewer(viewer_a: Tab) -> 
         response = viewer_a.go(path)
         assert response.status == 403, path
         assert "forbidden_role" in viewer_a.text()
+
+
+def test_staff_change_a_rule_and_a_bad_value_is_refused_with_its_field(staff: Tab, site: Site) -> None:
+    staff.go("/alerts")
+    staff.page.fill("#mv-queue_depth", "75")
+    staff.page.locator("#rule-queue_depth button").click()
+    staff.page.wait_for_load_state("networkidle")
+    assert "queue_depth changed" in staff.page.inner_text(".flash.ok")
+    assert staff.page.input_value("#mv-queue_depth") == "75.0"
+    rules = httpx.get(
+        f"{site.url}/v1/alert-rules", headers={"Authorization": f"Bearer {site.keys['staff']}"}
+    ).json()
+    [queue] = [r for r in rules["items"] if r["rule"] == "queue_depth"]
+    assert (queue["min_volume"], queue["updated_by"]) == (75, "dash-staff")
+    staff.page.fill("#fe-queue_depth", "many")
+    staff.page.locator("#rule-queue_depth button").click()
+    staff.page.wait_for_load_state("networkidle")
+    refusal = staff.page.inner_text(".flash.bad")
+    assert "for_evaluations: must be a number" in refusal
+    staff.page.fill("#fe-queue_depth", "0")
+    staff.page.locator("#rule-queue_depth button").click()
+    staff.page.wait_for_load_state("networkidle")
+    assert "for_evaluations" in staff.page.inner_text(".flash.bad")
+    assert staff.errors == []

@@ -25,6 +25,7 @@ OwnerQuery = Annotated[
     ),
 ]
 
+FailedStage = Literal["transcription", "claims_extraction", "entity_resolution", "draft_generation"]
 StatusFilter = Literal[
     "received", "transcribing", "transcribed", "processing", "completed", "failed", "active", "stuck"
 ]
@@ -38,8 +39,11 @@ def list_artifacts(
     cursor: CursorQuery = None,
     status: StatusFilter | None = None,
     organization_id: OrganizationQuery = None,
+    failed_stage: Annotated[
+        FailedStage | None, Query(description="only artifacts whose last failure was in this stage")
+    ] = None,
 ) -> dict[str, Any]:
-    page = services.queries.list_artifacts(principal, status, organization_id, cursor, limit)
+    page = services.queries.list_artifacts(principal, status, organization_id, cursor, limit, failed_stage)
     return {"items": [artifact_out(s, stuck) for s, stuck in page.items], "next_cursor": page.next_cursor}
 
 

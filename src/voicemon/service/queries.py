@@ -86,16 +86,19 @@ class Queries:
         organization_id: str | None,
         cursor: str | None,
         limit: int,
+        failed_stage: str | None = None,
     ) -> Page[tuple[ArtifactState, bool]]:
-        """Newest received first, each artifact with whether it is stuck. A cursor goes on at the list
-        version its first page read (see :func:`voicemon.storage.artifacts.list_artifacts`); it must be
-        one this list returned for the same filter, else :class:`~voicemon.errors.BadRequest`."""
+        """Newest received first, each artifact with whether it is stuck; ``failed_stage`` keeps those
+        whose last failure was in that stage. A cursor goes on at the list version its first page read
+        (see :func:`voicemon.storage.artifacts.list_artifacts`); it must be one this list returned for the
+        same filter, else :class:`~voicemon.errors.BadRequest`."""
         require_role(principal, *READERS)
         org = visible_organization(principal, organization_id)
         now_ms = self._clock.now_ms()
-        f = ArtifactFilter(status, org, now_ms - self._stuck_after_ms)
-        # "stuck" is judged at each page's own time; the filter is the status and the organization.
-        scope = (status, org)
+        f = ArtifactFilter(status, org, now_ms - self._stuck_after_ms, failed_stage)
+        # "stuck" is judged at each page's own time; the filter is the status, the organization and
+        # the failed stage (a first page's cursor, from before this filter, still names the same list).
+        scope = (status, org) if failed_stage is None else (status, org, failed_stage)
         after = decode_cursor(cursor, "art", scope, int, int, str, str) if cursor else None
         with self._db.read() as conn:
             page = artifact_store.list_artifacts(conn, f, after, limit + 1)

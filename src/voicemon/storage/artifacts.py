@@ -17,11 +17,13 @@ from voicemon.storage.tables import artifact_moves, artifacts, list_versions
 
 @dataclass(frozen=True, slots=True)
 class ArtifactFilter:
-    """``status`` is a status value, ``active`` or ``stuck``; ``stuck_before_ms`` applies to ``stuck``."""
+    """``status`` is a status value, ``active`` or ``stuck``; ``stuck_before_ms`` applies to ``stuck``;
+    ``failed_stage`` keeps the artifacts whose last failure was in that stage."""
 
     status: str | None = None
     organization_id: str | None = None
     stuck_before_ms: int | None = None
+    failed_stage: str | None = None
 
 
 def lock_artifacts(
@@ -289,6 +291,8 @@ def _filter_conditions(f: ArtifactFilter) -> list[Any]:
             conds.append(c.last_event_at_ms < f.stuck_before_ms)
     elif f.status is not None:
         conds.append(c.status == f.status)
+    if f.failed_stage is not None:
+        conds.append(c.failed_stage == f.failed_stage)
     return conds
 
 

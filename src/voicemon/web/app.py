@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from voicemon.domain.access import Principal, Role
 from voicemon.domain.model import MEASURED_STAGES, EventType, Stage
@@ -28,7 +29,7 @@ from voicemon.domain.records import EventFilter
 from voicemon.domain.snapshot import render_fields, render_parts
 from voicemon.domain.snapshot_fields import ORG_BREAKDOWN
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, floor_to, format_time
-from voicemon.errors import AuthError, VoicemonError
+from voicemon.errors import AuthError, NotFoundError, ValidationError, VoicemonError
 from voicemon.jobs import JobRunner
 from voicemon.service import Services
 from voicemon.service.alerts import alert_body
@@ -286,8 +287,8 @@ def activity(request: Request, v: ViewerDep) -> HTMLResponse:
 # --- artifacts -------------------------------------------------------------------------------------------
 
 
-def _artifact_filters(status: str | None, org: str | None) -> dict[str, str]:
-    return {k: val for k, val in (("status", status), ("org", org)) if val}
+def _artifact_filters(status: str | None, org: str | None, stage: str | None) -> dict[str, str]:
+    return {k: val for k, val in (("status", status), ("org", org), ("failed_stage", stage)) if val}
 
 
 @router.get("/artifacts")
@@ -296,6 +297,7 @@ def artifacts(
     v: ViewerDep,
     status: Annotated[str | None, Query(max_length=32)] = None,
     org: Annotated[str | None, Query(max_length=128)] = None,
+    failed_stage: Annotated[str | None, Query(max_length=32)] = None,
     find: Annotated[str | None, Query(max_length=128)] = None,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
     msg: str | None = None,
@@ -305,11 +307,12 @@ def artifacts(
     if find:
         return back(f"/artifacts/{quote(find.strip(), safe='')}", **({"org": org} if org else {}))
     status = status if status in ARTIFACT_STATUSES else None
+    stage = failed_stage if failed_stage in {s.value for s in MEASURED_STAGES} else None
     problem = error
     items: list[Any] = []
     next_cursor = None
     try:
-        listed = svc.queries.list_artifacts(v.principal, status, org or v.org, cursor, PAGE_SIZE)
+        listed = svc.queries.list_artifacts(v.principal, status, org or v.org, cursor, PAGE_SIZE, stage)
         items, next_cursor = listed.items, listed.next_cursor
     except VoicemonError as exc:
         problem = _refused(exc)
@@ -322,7 +325,9 @@ def artifacts(
         "org": org,
         "statuses": ARTIFACT_STATUSES,
         "stages": RETRY_STAGES,
-        "filters": _artifact_filters(status, org),
+        "failed_stage": stage,
+        "measured": [s.value for s in MEASURED_STAGES],
+        "filters": _artifact_filters(status, org, stage),
         "msg": msg,
         "error": problem,
     }
@@ -775,3 +780,38 @@ def charts(
             "series": orjson.dumps(data).decode().replace("</", "<\\/"),
         },
     )
+
+
+@router.post("/alerts/rules/{rule}")
+async def change_rule(request: Request, v: ViewerDep, rule: str) -> Response:
+    """Staff change a rule from its row: enabled, minimum volume, the evaluations to fire and to
+    resolve, and each level's threshold (the levels' severities stay). Checked whole by the use case."""
+    form = await request.form()
+    _check_csrf(request, v, str(form.get("csrf", "")))
+    svc = _services(request)
+    try:
+        current = {r.config.rule.value: r.config for r in svc.alerts.rules(v.principal)}.get(rule)
+        if current is None:
+            raise NotFoundError(f"no alert rule {rule!r}", code="rule_not_found")
+        changes: dict[str, Any] = {
+            "enabled": form.get("enabled") == "yes",
+            "min_volume": _number(form, "min_volume", float),
+            "for_evaluations": _number(form, "for_evaluations", int),
+            "clear_evaluations": _number(form, "clear_evaluations", int),
+            "levels": [
+                {"severity": level.severity.value, "threshold": _number(form, f"threshold_{i}", float)}
+                for i, level in enumerate(current.levels)
+            ],
+        }
+        await run_in_threadpool(svc.alerts.update_rule, v.principal, rule, changes)
+    except VoicemonError as exc:
+        return back("/alerts", error=f"{rule} not changed: {_refused(exc)}")
+    return back("/alerts", msg=f"{rule} changed; it applies from the next evaluation")
+
+
+def _number(form: Any, name: str, kind: type[int] | type[float]) -> int | float:
+    raw = str(form.get(name, "")).strip()
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValidationError(f"must be a number, not {raw!r}", code="invalid_number", field=name) from None
