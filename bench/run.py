@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -545,6 +546,86 @@ def bench_live_tail(backend: str, sizes: Sizes) -> list[Row]:
     return rows
 
 
+def bench_pages(backend: str, sizes: Sizes) -> list[Row]:
+    """Each dashboard page's server time (in-process ASGI, best of 5, signed in as staff) on 90 days x
+    200 organizations of daily rows, against ``/healthz`` through the same stack."""
+    from fastapi.testclient import TestClient
+
+    from voicemon.api import create_app
+
+    rng = random.Random(22)
+    now = floor_to(SystemClock().now_ms(), DAY_MS) + 3 * HOUR_MS
+    clock = FakeClock(now)
+    rows: list[Row] = []
+    with fresh_database(backend) as url:
+        settings = Settings(
+            database_url=url,
+            key_cache_s=60,
+            hourly_retention_d=100,
+            daily_retention_d=100,
+            session_secret=SecretStr("bench"),
+        )
+        app = create_app(settings, clock=clock, run_dispatcher=False)
+        with TestClient(app) as client:
+            svc: Services = app.state.services
+            first_day = floor_to(now, DAY_MS) - 90 * DAY_MS
+            orgs = [o.organization_id for o in organizations(SimConfig(organizations=200))]
+            pool = [_synthetic_parts(rng, rng.randint(1, 40)) for _ in range(24)]
+            for d in range(90):
+                parts = {org: pool[rng.randrange(len(pool))] for org in orgs}
+                parts[""] = _synthetic_parts(rng, 20_000)
+                with svc.db.write() as conn:
+                    write_period(conn, Period.DAILY, first_day + d * DAY_MS, parts, now, 0)
+            Aggregator(svc.db, clock, svc.settings).rebuild_blocks()
+            fill_raw(svc, events(sizes.alert_events // 4, now - HOUR_MS, HOUR_MS - 1, seed=22, orgs=200), now)
+            svc.alerts.evaluate(STAFF)
+            key = svc.keys.create(SYSTEM, "staff", None, "bench").secret
+            token = client.get("/login").cookies.get("voicemon_login")
+            signed = client.post(
+                "/login", data={"key": key, "token": token or "", "next": "/"}, follow_redirects=False
+            )
+            assert signed.status_code == 303, signed.text
+
+            def timed(path: str) -> float:
+                def call() -> None:
+                    reply = client.get(path)
+                    assert reply.status_code == 200, (path, reply.status_code)
+
+                return _best_of(call, 5)
+
+            base = timed("/healthz")
+            for path in (
+                "/",
+                "/pipeline?range=90d",
+                "/charts?range=90d",
+                "/charts?range=7d",
+                "/orgs?range=90d",
+                "/artifacts",
+                "/events",
+                "/alerts",
+                "/jobs",
+            ):
+                ours = timed(path)
+                name = (
+                    "page_"
+                    + (path.strip("/").split("?")[0] or "overview")
+                    + ("_" + path.split("=")[1] if "=" in path else "")
+                )
+                rows.append(
+                    Row(
+                        name,
+                        ours * 1000,
+                        "ms server time (90 d x 200 orgs)",
+                        "GET /healthz",
+                        base * 1000,
+                        ours / base if base else None,
+                        "<= 200 ms",
+                        ours <= 0.2,
+                    )
+                )
+    return rows
+
+
 def bench_alerts(backend: str, sizes: Sizes) -> list[Row]:
     """One ``evaluate-alerts`` run: every rule for the platform and every organization, with 7 days of
     hourly rows for the baselines and an hour of raw events, against one grouped read of that hour's raw
@@ -704,7 +785,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
-        "--only", default="", help="comma-separated: ingest,sdk,realtime,aggregate,rollup,ranges,live,alerts"
+        "--only",
+        default="",
+        help="comma-separated: ingest,sdk,realtime,aggregate,rollup,ranges,live,alerts,pages",
     )
     ap.add_argument("--output", default=str(ROOT / "bench-results.json"))
     args = ap.parse_args()
@@ -732,6 +815,7 @@ def main() -> int:
         steps.append(("ranges", lambda b=backend: bench_ranges(b, sizes)))
         steps.append(("live", lambda b=backend: bench_live_tail(b, sizes)))
         steps.append(("alerts", lambda b=backend: bench_alerts(b, sizes)))
+        steps.append(("pages", lambda b=backend: bench_pages(b, sizes)))
         for name, step in steps:
             if wanted and name not in wanted:
                 continue

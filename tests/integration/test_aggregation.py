@@ -26,7 +26,7 @@ from voicemon.domain.snapshot import SnapshotParts, merge_parts, render_parts
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to, format_time
 from voicemon.jobs import build_runner
 from voicemon.service import Services
-from voicemon.service.aggregate import Aggregator
+from voicemon.service.aggregate import Aggregator, parts_from_events
 from voicemon.storage import snapshots as snapshot_store
 from voicemon.storage.tables import snapshots
 
@@ -656,3 +656,37 @@ def test_metric_queries_take_as_many_statements_for_90_days_of_30_orgs_as_for_2_
     assert {o["organization_id"]: o["organization_name"] for o in orgs}["org-07"] == "Seven"
     assert large == small
     assert all(n > 0 for n in small)
+
+
+def test_a_counts_only_raw_read_gives_the_same_counts_and_no_latencies(services: Services) -> None:
+    """What the alert evaluation's 30-minute window reads (``samples=False``)."""
+    hour = floor_to(NOW_MS, HOUR_MS) - HOUR_MS
+    batch = []
+    for i in range(12):
+        org = f"org-{i % 3}"
+        aid = f"count-{i}"
+        batch += [
+            ev("artifact_received", aid, hour + i * 1000, organization_id=org),
+            ev(
+                "transcription_completed",
+                aid,
+                hour + i * 1000 + 500,
+                organization_id=org,
+                duration_ms=400 + i,
+            ),
+            ev(
+                "artifact_completed" if i % 4 else "artifact_failed",
+                aid,
+                hour + i * 1000 + 900,
+                organization_id=org,
+            ),
+        ]
+    services.ingest_blocking(batch, STAFF)
+    with services.db.read() as conn, conn.begin():
+        full = parts_from_events(conn, hour, hour + HOUR_MS)
+        counts = parts_from_events(conn, hour, hour + HOUR_MS, samples=False)
+    assert set(full) == set(counts) == {"", "org-0", "org-1", "org-2"}
+    for scope, parts in full.items():
+        assert counts[scope].counts == parts.counts, scope
+        assert all(lat.count == 0 for lat in counts[scope].latencies), scope
+    assert full[""].end_to_end.count == 9

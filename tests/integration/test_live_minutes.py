@@ -107,9 +107,9 @@ def _raw_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     seen: list[tuple[int, int]] = []
     real = snapshot_store.raw_groups
 
-    def recording(conn: Any, start_ms: int, end_ms: int, scope: Any = ALL_SCOPES) -> Any:
+    def recording(conn: Any, start_ms: int, end_ms: int, scope: Any = ALL_SCOPES, **options: Any) -> Any:
         seen.append((start_ms, end_ms))
-        return real(conn, start_ms, end_ms, scope)
+        return real(conn, start_ms, end_ms, scope, **options)
 
     monkeypatch.setattr(snapshot_store, "raw_groups", recording)
     return seen

@@ -51,11 +51,12 @@ logger = logging.getLogger(__name__)
 
 
 def parts_from_events(
-    conn: Connection, start_ms: int, end_ms: int, scope: str | None = ALL_SCOPES
+    conn: Connection, start_ms: int, end_ms: int, scope: str | None = ALL_SCOPES, *, samples: bool = True
 ) -> dict[str, SnapshotParts]:
     """Snapshot parts of every scope (or of one ``scope``, "" = platform), straight from the raw events
-    of ``[start_ms, end_ms)``: SQL counts and sums in one statement, sketches from the streamed durations."""
-    return build_parts(*snapshot_store.raw_groups(conn, start_ms, end_ms, scope))
+    of ``[start_ms, end_ms)``: SQL counts and sums in one statement, sketches from the streamed durations
+    (``samples=False``: counts and sums only, the latencies left empty)."""
+    return build_parts(*snapshot_store.raw_groups(conn, start_ms, end_ms, scope, samples=samples))
 
 
 def live_reads(

@@ -507,11 +507,10 @@ def gather_inputs(
     ``latency_min_samples``: the fewest samples of the last 60 minutes a latency rule judges (None: no
     latency rule is enabled); latency baselines are read only for the scopes that reach it."""
     end = now_ms + 1
-    # Each raw event is read once: the last 60 minutes are the 30 before the last 30, merged with them.
-    last30 = parts_from_events(conn, now_ms - 30 * MINUTE_MS, end, ALL_SCOPES)
-    last60 = parts_from_events(conn, now_ms - 60 * MINUTE_MS, now_ms - 30 * MINUTE_MS, ALL_SCOPES)
-    for scope, parts in last30.items():
-        last60[scope] = merge_parts([last60.get(scope, SnapshotParts()), parts])
+    # The 30-minute rules read counts only (failure rates): a plain GROUP BY, no latency samples. The
+    # 60-minute rules need the latencies, sketched from the raw durations.
+    last30 = parts_from_events(conn, now_ms - 30 * MINUTE_MS, end, ALL_SCOPES, samples=False)
+    last60 = parts_from_events(conn, now_ms - 60 * MINUTE_MS, end, ALL_SCOPES)
     hour = floor_to(now_ms, HOUR_MS)
     week_start = hour - 7 * DAY_MS
     cover = range_cover(conn, Range(Period.HOURLY, week_start, hour), now_ms, settings.hourly_retention_ms)
