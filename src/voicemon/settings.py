@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # The dashboard (SPEC 16): the key that signs its session cookies (give every replica the same one;
     # without it each process makes its own, and sessions end when it restarts), and how long one lasts.
     session_secret: SecretStr | None = None
+    # /metrics without a key (for a Prometheus on a trusted network); otherwise a viewer or staff key.
+    metrics_public: bool = False
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
 
     @property

@@ -15,6 +15,8 @@ from tests.conftest import NOW_MS, STAFF, Api
 from tests.helpers import assert_error, ev, items_of
 from voicemon.domain.access import SYSTEM
 from voicemon.domain.timeutil import MINUTE_MS
+from voicemon.errors import AuthError
+from voicemon.service.keys import KeyService
 from voicemon.storage.events import count_events
 
 ORG_A = "org-a"
@@ -328,3 +330,22 @@ def test_unscoped_ingest_key_may_write_any_organization(world: World) -> None:
     assert r.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
     assert world.call("GET", "/v1/artifacts/art-b4", "staff").json()["organization_id"] == ORG_B
     assert world.call("GET", "/v1/artifacts/art-y", "staff").json()["organization_id"] is None
+
+
+def test_a_session_lookup_by_key_id_never_answers_for_a_presented_key(api: Api) -> None:
+    """A dashboard session names its key by id; that lookup is cached apart from presented keys, so
+    ``Bearer <key id>`` (or any string the cache might hold) is never taken for the key itself."""
+    svc = api.services
+    keys = KeyService(svc.db, svc.clock, cache_ttl_s=60)
+    made = svc.keys.create(SYSTEM, "staff", None, "session-owner")
+    kid = made.record.key_id
+    assert keys.principal_of(kid).key_id == kid
+    for presented in (kid, f"id:{kid}", f"vm_{kid}_"):
+        assert keys.cached(presented) is None
+        with pytest.raises(AuthError):
+            keys.authenticate(presented)
+    assert keys.authenticate(made.secret).key_id == kid
+    # Revoked: the session's lookup ends at once on this process.
+    keys.revoke(SYSTEM, kid)
+    with pytest.raises(AuthError):
+        keys.principal_of(kid)

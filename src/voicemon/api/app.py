@@ -12,7 +12,7 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,14 +28,15 @@ from voicemon.api import (
 from voicemon.api.bodies import not_json_at
 from voicemon.api.deps import reject_nul_characters
 from voicemon.api.docs import install_docs
-from voicemon.api.edge import RequestEdge, is_protected
+from voicemon.api.edge import PRINCIPAL_STATE, RequestEdge, is_protected
 from voicemon.api.schemas import ErrorReply, EventBatchIn, EventIn, HealthOut
 from voicemon.clock import Clock
-from voicemon.errors import (
-    VoicemonError,
-)
+from voicemon.domain.access import Principal
+from voicemon.errors import AuthError, VoicemonError
 from voicemon.jobs import Scheduler, build_runner
 from voicemon.service import Services
+from voicemon.service.telemetry import CONTENT_TYPE as TELEMETRY_CONTENT_TYPE
+from voicemon.service.telemetry import route_of
 from voicemon.settings import Settings
 from voicemon.web import install_web
 
@@ -102,11 +103,18 @@ def create_app(
     )
     app.state.services = svc
     # Before any route reads a body: the key, then the body's size and pace (api/edge.py).
+    telemetry = svc.telemetry
+
+    def observe(scope: Any, status: int, seconds: float) -> None:
+        telemetry.http.labels(route_of(scope), scope["method"], str(status)).observe(seconds)
+
     app.add_middleware(
         RequestEdge,
         keys=svc.keys,
         error_reply=_error_reply,
         body_idle_timeout_s=svc.settings.body_idle_timeout_s,
+        public_paths=frozenset({"/metrics"}) if svc.settings.metrics_public else frozenset(),
+        observe=observe,
     )
     app.state.jobs = runner
     for module in (routes_events, routes_artifacts, routes_metrics, routes_orgs, routes_jobs, routes_alerts):
@@ -119,6 +127,32 @@ def create_app(
         if svc.db.ping():
             return JSONResponse({"status": "ok", "database": "ok"})
         return JSONResponse({"status": "degraded", "database": "unreachable"}, status_code=503)
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics: what this process did, and what the database says (cached 10 s)",
+        response_class=PlainTextResponse,
+        openapi_extra={"security": [{"HTTPBearer": []}]},
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "text format 0.0.4",
+            },
+            401: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorReply"}}}},
+            403: {
+                "description": "an ingest key, or a key of one organization",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorReply"}}},
+            },
+        },
+    )
+    def metrics(request: Request) -> Response:
+        """A viewer or staff key of no organization, unless ``VOICEMON_METRICS_PUBLIC`` opens it."""
+        principal = getattr(request.state, PRINCIPAL_STATE, None)
+        if not svc.settings.metrics_public and not isinstance(principal, Principal):
+            raise AuthError("an API key is required: Authorization: Bearer <key>", code="missing_key")
+        body = svc.telemetry.scrape(principal if isinstance(principal, Principal) else None)
+        return Response(body, media_type=TELEMETRY_CONTENT_TYPE)
 
     install_docs(app)
     install_web(app, svc)

@@ -20,6 +20,7 @@ reply: the HTTP server drops what follows, for at most the request-head deadline
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import anyio
@@ -112,6 +113,7 @@ class _Body:
         self._complete = False
         self.refused: VoicemonError | None = None
         self.reply_started = False
+        self.status = 0
 
     async def receive(self) -> Message:
         if self.refused is not None:
@@ -138,6 +140,8 @@ class _Body:
     async def send(self, message: Message) -> None:
         if self.refused is None:
             self.reply_started = True
+            if message["type"] == "http.response.start":
+                self.status = int(message["status"])
             await self._send(message)
 
 
@@ -148,12 +152,22 @@ class RequestEdge:
     """
 
     def __init__(
-        self, app: ASGIApp, keys: KeyService, error_reply: ErrorReply, body_idle_timeout_s: float
+        self,
+        app: ASGIApp,
+        keys: KeyService,
+        error_reply: ErrorReply,
+        body_idle_timeout_s: float,
+        public_paths: frozenset[str] = frozenset(),
+        observe: Callable[[Scope, int, float], None] | None = None,
     ) -> None:
+        """``public_paths``: protected paths opened by a setting (``/metrics``); ``observe(scope, status,
+        seconds)`` hears of every request the app answered, once it has."""
         self._app = app
         self._keys = keys
         self._error_reply = error_reply
         self._idle_s = body_idle_timeout_s
+        self._public = public_paths
+        self._observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -164,8 +178,9 @@ class RequestEdge:
         if root_path and path.startswith(root_path):
             path = path[len(root_path) :]
         limit_bytes = body_limit_bytes(scope["method"], path)
+        started = time.perf_counter()
         try:
-            if is_protected(path):
+            if is_protected(path) and path not in self._public:
                 principal = await self._authenticate(_bearer(scope))
                 scope.setdefault("state", {})[PRINCIPAL_STATE] = principal
             declared = _declared_length(scope)
@@ -183,6 +198,8 @@ class RequestEdge:
                 raise
         if body.refused is not None and not body.reply_started:
             await self._error_reply(body.refused)(scope, receive, send)
+        elif self._observe is not None and body.status:
+            self._observe(scope, body.status, time.perf_counter() - started)
 
     async def _authenticate(self, presented: str | None) -> Principal:
         return await authenticate(self._keys, presented)

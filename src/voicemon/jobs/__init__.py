@@ -64,4 +64,10 @@ def build_runner(services: Services) -> JobRunner:
         ),
         JobDefinition("aggregate-minutes", s.schedule_aggregate_minutes, minutes),
     ]
-    return JobRunner(services.db, services.clock, s, jobs)
+    return JobRunner(
+        services.db,
+        services.clock,
+        s,
+        jobs,
+        observe=lambda job, status: services.telemetry.job_runs.labels(job, status).inc(),
+    )

@@ -64,7 +64,16 @@ class JobRunner:
     """Runs the jobs of one worker. Scheduled ticks run as :data:`~voicemon.domain.access.SYSTEM`; the
     methods a caller asks for (:meth:`run_now`, :meth:`overview`, :meth:`runs`) need a staff principal."""
 
-    def __init__(self, db: Database, clock: Clock, settings: Settings, jobs: list[JobDefinition]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        settings: Settings,
+        jobs: list[JobDefinition],
+        observe: Callable[[str, str], None] = lambda job, status: None,
+    ) -> None:
+        """``observe(job, status)`` hears of every run this runner finished."""
+        self._observe = observe
         self._db = db
         self._clock = clock
         self._lease_ms = settings.job_lease_s * 1000
@@ -182,6 +191,7 @@ class JobRunner:
                 conn, record.run_id, self.owner, status, self._clock.now_ms(), summary, error
             )
             if done is not None:
+                self._observe(record.name, status)
                 return done
             stored = job_store.get_run(conn, record.run_id)
         logger.warning(

@@ -24,6 +24,7 @@ from voicemon.clock import Clock
 from voicemon.domain.alerts import AlertState
 from voicemon.domain.schedule import interval_ms
 from voicemon.domain.timeutil import MINUTE_MS
+from voicemon.errors import DeliveryError
 from voicemon.service.alertmanager import AlertmanagerClient, alert_payload
 from voicemon.service.dispatch import DeliveryPolicy, Outcome, delivered
 from voicemon.service.transports import Delivery, Transport, WebhookTransport
@@ -174,24 +175,31 @@ class AlertmanagerKind:
         now_ms = self._clock.now_ms()
         active_until = now_ms + ACTIVE_INTERVALS * interval_ms(self._schedule, now_ms)
         posts: list[dict[str, Any]] = []
-        escalated: set[str] = set()
         for item in items:
             if item["alert_id"] not in found:
                 continue  # gone under retention since
-            alert, _ = found[item["alert_id"]]
+            alert, silence = found[item["alert_id"]]
             ends = alert.resolved_ms if alert.resolved_ms is not None else active_until
             posts.append(self._payload(alert, alert.severity.value, ends))
-            previous = item.get("previous_severity")
-            if previous and previous != alert.severity.value:
-                escalated.add(alert.alert_id)
-                posts.append(self._payload(alert, previous, now_ms))
+            # Labels the alert had before an escalation end now: the entry says so, and so does a
+            # silence made for another severity (whichever sync arrives first after the escalation).
+            before = {item.get("previous_severity"), silence.severity if silence else None}
+            for old in sorted(s for s in before if s and s != alert.severity.value):
+                posts.append(self._payload(alert, old, now_ms))
         if posts:
             self._client.post_alerts(posts)
         changes: dict[str, Silence | None] = {}
-        for alert_id, (alert, silence) in found.items():
-            changed = self._silence(alert, silence, alert_id in escalated, now_ms)
-            if changed is not False:
-                changes[alert_id] = changed
+        try:
+            for alert_id, (alert, silence) in found.items():
+                changed = self._silence(alert, silence, now_ms)
+                if changed is not False:
+                    changes[alert_id] = changed
+        except DeliveryError:
+            # Silences made or ended before the failure exist in Alertmanager now: record them, so
+            # that the next attempt extends or expires them instead of leaving them behind.
+            with self._db.write() as conn:
+                alert_store.set_silences(conn, changes)
+            raise
 
         def record(conn: Connection, at_ms: int) -> None:
             alert_store.set_silences(conn, changes)
@@ -200,17 +208,18 @@ class AlertmanagerKind:
         return delivered(record)
 
     def _silence(
-        self, alert: AlertRecord, silence: Silence | None, escalated: bool, now_ms: int
+        self, alert: AlertRecord, silence: Silence | None, now_ms: int
     ) -> Silence | Literal[False] | None:
-        """The alert's silence after this sync (None: none), or False when it stays as it is."""
+        """The alert's silence after this sync (None: none), or False when it stays as it is. A silence
+        of another severity means the alert escalated since: it is expired, and the new labels are
+        silenced from the next sync on, so that Alertmanager notifies the escalation once."""
         severity = alert.severity.value
-        wanted = alert.state is AlertState.ACKNOWLEDGED and not escalated
-        if silence is not None and (not wanted or silence.severity != severity):
+        if silence is not None and (
+            alert.state is not AlertState.ACKNOWLEDGED or silence.severity != severity
+        ):
             self._client.expire_silence(silence.silence_id)
-            silence = None
-            if not wanted:
-                return None
-        if not wanted:
+            return None
+        if alert.state is not AlertState.ACKNOWLEDGED:
             return False
         if silence is not None and silence.ends_ms - now_ms > SILENCE_MS // 2:
             return False

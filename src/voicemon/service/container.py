@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from voicemon.clock import Clock, SystemClock
 from voicemon.domain.access import WRITERS, Principal, require_role
@@ -27,6 +29,7 @@ from voicemon.service.retry_delivery import (
     handler_transport,
     retry_policy,
 )
+from voicemon.service.telemetry import Telemetry
 from voicemon.service.transports import Transport
 from voicemon.service.writer import GroupCommitWriter
 from voicemon.settings import Settings
@@ -55,6 +58,8 @@ class Services:
         self.keys = KeyService(self.db, self.clock, settings.key_cache_s)
         self.orgs = OrgService(self.db, self.clock)
         self.metrics = MetricsQueries(self.db, self.clock, self.settings)
+        # What this process did and what the database says, for /metrics (a registry of its own).
+        self.telemetry = Telemetry(self.db, self.clock, settings.stuck_after_ms)
         if retry_transport is None and settings.retry_webhook_url:
             secret = settings.retry_webhook_secret
             if secret is None:
@@ -73,6 +78,7 @@ class Services:
             self.clock,
             lease_ms=int(settings.outbox_lease_s * 1000),
             poll_s=settings.dispatcher_poll_s,
+            observe=lambda kind, outcome: self.telemetry.deliveries.labels(kind, outcome).inc(),
         )
         self._retry_delivery = RetryDelivery(self.db, self.clock, retry_policy(settings), retry_transport)
         self.dispatcher.register(RETRY_KIND, self._retry_delivery)
@@ -159,7 +165,7 @@ class Services:
             self._alertmanager.close()
         self.db.dispose()
 
-    def _prepare(self, items: Sequence[object], principal: Principal) -> tuple[IngestResult, list[object]]:
+    def _prepare(self, items: Sequence[object], principal: Principal) -> tuple[IngestResult, list[Any]]:
         require_role(principal, *WRITERS)
         valid, rejected = validate_items(
             items, principal, self.clock.now_ms(), self.settings.event_retention_ms
@@ -169,15 +175,28 @@ class Services:
     async def ingest(self, items: Sequence[object], principal: Principal) -> IngestResult:
         """Validate and store; returns once the accepted events are committed."""
         result, valid = self._prepare(items, principal)
-        inserted = await asyncio.wrap_future(self.writer.submit(valid))  # type: ignore[arg-type]
-        result.accepted = len(inserted)
-        result.duplicates = len(valid) - len(inserted)
-        return result
+        started = time.perf_counter()
+        inserted = await asyncio.wrap_future(self.writer.submit(valid))
+        return self._ingested(result, valid, inserted, items, started)
 
     def ingest_blocking(self, items: Sequence[object], principal: Principal) -> IngestResult:
         """The same as :meth:`ingest`, for callers without an event loop (CLI, simulator, tests)."""
         result, valid = self._prepare(items, principal)
-        inserted = self.writer.submit(valid).result()  # type: ignore[arg-type]
+        started = time.perf_counter()
+        inserted = self.writer.submit(valid).result()
+        return self._ingested(result, valid, inserted, items, started)
+
+    def _ingested(
+        self,
+        result: IngestResult,
+        valid: list[Any],
+        inserted: set[str],
+        items: Sequence[object],
+        started: float,
+    ) -> IngestResult:
+        if valid:
+            self.telemetry.ingest_commit.observe(time.perf_counter() - started)
+        self.telemetry.ingested(valid, inserted, items, result.rejected)
         result.accepted = len(inserted)
         result.duplicates = len(valid) - len(inserted)
         return result

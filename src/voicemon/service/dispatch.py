@@ -99,8 +99,10 @@ class _Lane:
         lease_ms: int,
         rng: random.Random,
         stop: threading.Event,
+        observe: Callable[[str, str], None],
     ) -> None:
         self.kind = kind
+        self._observe = observe
         self.handler = handler
         self._db = db
         self._clock = clock
@@ -150,6 +152,7 @@ class _Lane:
             settled = outbox_store.settle(conn, entry.outbox_id, outcome.status, now_ms, outcome.note)
             if settled and outcome.record is not None:
                 outcome.record(conn, now_ms)
+        self._observe(self.kind, outcome.status.value)
         logger.info(
             "outbox entry settled",
             extra={"action": f"outbox_{outcome.status.value}", **_describe(entry)},
@@ -162,6 +165,7 @@ class _Lane:
             wait_ms = policy.wait_ms(entry.attempts, self._rng)
             with self._db.write() as conn:
                 outbox_store.reschedule(conn, entry.outbox_id, error, now_ms + wait_ms)
+            self._observe(self.kind, "failed")
             logger.warning(
                 "outbox delivery failed, will try again",
                 extra={
@@ -175,6 +179,7 @@ class _Lane:
         with self._db.write() as conn:
             if outbox_store.settle(conn, entry.outbox_id, OutboxStatus.DEAD, now_ms, error):
                 self.handler.give_up(conn, entry, error, now_ms)
+        self._observe(self.kind, OutboxStatus.DEAD.value)
         logger.error(
             "outbox entry undeliverable, given up",
             extra={"action": "outbox_dead", "error": error, **_describe(entry)},
@@ -207,7 +212,10 @@ class Dispatcher:
         lease_ms: int,
         poll_s: float,
         rng: random.Random | None = None,
+        observe: Callable[[str, str], None] = lambda kind, outcome: None,
     ) -> None:
+        """``observe(kind, outcome)`` hears of every attempt's outcome (delivered, skipped, failed, dead)."""
+        self._observe = observe
         self._db = db
         self._clock = clock
         self._lease_ms = lease_ms
@@ -232,6 +240,7 @@ class Dispatcher:
                 self._lease_ms,
                 random.Random(self._rng.getrandbits(64)),
                 self._stop,
+                self._observe,
             )
             self._lanes[kind] = lane
             if self._running:

@@ -44,7 +44,8 @@ class KeyService:
         self._db = db
         self._clock = clock
         self._cache_ttl_ms = int(cache_ttl_s * 1000)
-        self._cache: dict[str, tuple[int, Principal]] = {}
+        self._cache: dict[str, tuple[int, Principal]] = {}  # presented key -> its principal
+        self._sessions: dict[str, tuple[int, Principal]] = {}  # key id (a dashboard session's) -> same
         self._lock = threading.Lock()
 
     def create(
@@ -96,8 +97,9 @@ class KeyService:
             if not key_store.revoke_key(conn, key_id, self._clock.now_ms()):
                 raise NotFoundError(f"no live key {key_id!r}", code="key_not_found")
         with self._lock:  # this process stops trusting it at once; others within key_cache_s
-            for slot in [k for k, (_, p) in self._cache.items() if p.key_id == key_id]:
-                del self._cache[slot]
+            for cache in (self._cache, self._sessions):
+                for slot in [k for k, (_, p) in cache.items() if p.key_id == key_id]:
+                    del cache[slot]
 
     def principal_of(self, key_id: str) -> Principal:
         """The principal of the key ``key_id`` (a dashboard session names its key by id, never holds its
@@ -105,7 +107,7 @@ class KeyService:
         delay. Raises AuthError (``invalid_key``) for a key that is unknown or revoked."""
         if not _KEY_ID.fullmatch(key_id):
             raise AuthError(_SESSION_ENDED, code="invalid_key")
-        return self._principal(f"id:{key_id}", key_id, None, _SESSION_ENDED)
+        return self._principal(self._sessions, key_id, key_id, None, _SESSION_ENDED)
 
     def cached(self, presented: str | None) -> Principal | None:
         """The principal of a key verified less than ``key_cache_s`` ago, without touching the database."""
@@ -123,14 +125,22 @@ class KeyService:
         if len(parts) != 3 or parts[0] != PREFIX or not _KEY_ID.fullmatch(parts[1]):
             raise AuthError("the API key is not valid", code="invalid_key")
         _, key_id, secret = parts
-        return self._principal(presented, key_id, secret, "the API key is not valid")
+        return self._principal(self._cache, presented, key_id, secret, "the API key is not valid")
 
-    def _principal(self, slot: str, key_id: str, secret: str | None, refusal: str) -> Principal:
-        """The key's principal from the cache slot while it is fresh, else from its row (checking the
-        secret when one is given), cached again."""
+    def _principal(
+        self,
+        cache: dict[str, tuple[int, Principal]],
+        slot: str,
+        key_id: str,
+        secret: str | None,
+        refusal: str,
+    ) -> Principal:
+        """The key's principal from its slot of ``cache`` while it is fresh, else from its row (checking
+        the secret when one is given), cached again. Presented keys and session key ids have a cache
+        each: a key id must never answer for a presented key."""
         now_ms = self._clock.now_ms()
         with self._lock:
-            cached = self._cache.get(slot)
+            cached = cache.get(slot)
         if cached is not None and cached[0] > now_ms:
             return cached[1]
         with self._db.read() as conn:
@@ -141,5 +151,5 @@ class KeyService:
             raise AuthError(refusal, code="invalid_key")
         principal = Principal(record.key_id, record.name, Role(record.role), record.organization_id)
         with self._lock:
-            self._cache[slot] = (now_ms + self._cache_ttl_ms, principal)
+            cache[slot] = (now_ms + self._cache_ttl_ms, principal)
         return principal

@@ -157,7 +157,8 @@ def page(request: Request, name: str, context: dict[str, Any], status_code: int 
 def back(path: str, **outcome: str) -> RedirectResponse:
     """A redirect to ``path`` (one of ours) carrying the outcome of an action."""
     query = urlencode(outcome)
-    return RedirectResponse(f"{path}?{query}" if query else path, status_code=303, headers=SECURITY_HEADERS)
+    joined = f"{path}{'&' if '?' in path else '?'}{query}" if query else path
+    return RedirectResponse(joined, status_code=303, headers=SECURITY_HEADERS)
 
 
 def _refused(exc: VoicemonError) -> str:
@@ -790,7 +791,8 @@ async def change_rule(request: Request, v: ViewerDep, rule: str) -> Response:
     _check_csrf(request, v, str(form.get("csrf", "")))
     svc = _services(request)
     try:
-        current = {r.config.rule.value: r.config for r in svc.alerts.rules(v.principal)}.get(rule)
+        views = await run_in_threadpool(svc.alerts.rules, v.principal)
+        current = {r.config.rule.value: r.config for r in views}.get(rule)
         if current is None:
             raise NotFoundError(f"no alert rule {rule!r}", code="rule_not_found")
         changes: dict[str, Any] = {
