@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +26,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from tests.api.cli_runner import Cli
-from tests.conftest import BACKEND, postgres_database
+from tests.conftest import process_database
 from tests.helpers import ServerProcess, ev, wait_for
 from voicemon.domain.access import SYSTEM
 
@@ -166,7 +165,7 @@ def _seed(cli: Cli) -> tuple[dict[str, str], dict[str, str]]:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     _require_chromium()
     work = tmp_path_factory.mktemp("dashboard")
-    with _database(work) as url:
+    with process_database(tmp_path_factory, "dashboard") as url:
         cli = Cli(work, url)
         cli.upgrade()
         keys, failed = _seed(cli)
@@ -180,20 +179,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         finally:
             server.stop()
             pipeline.stop()
-
-
-def _database(work: Path) -> Any:
-    if BACKEND == "postgresql":
-        return postgres_database("voicemon_dash")
-
-    class _File:
-        def __enter__(self) -> str:
-            return f"sqlite:///{work}/dash.db"
-
-        def __exit__(self, *_: Any) -> None:
-            return None
-
-    return _File()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from tests.api.cli_runner import Cli
 from tests.api.test_prometheus import samples
-from tests.conftest import BACKEND, postgres_database
+from tests.conftest import process_database
 from tests.helpers import ServerProcess, ev, free_port, wait_for
 from voicemon.domain.access import SYSTEM
 
@@ -28,20 +28,6 @@ def _require(binary: str) -> str:
             pytest.fail(f"{message}, and CI must run this test", pytrace=False)
         pytest.skip(message)
     return found
-
-
-def _database(work: Path) -> object:
-    if BACKEND == "postgresql":
-        return postgres_database("voicemon_prom")
-
-    class _File:
-        def __enter__(self) -> str:
-            return f"sqlite:///{work}/prom.db"
-
-        def __exit__(self, *_: object) -> None:
-            return None
-
-    return _File()
 
 
 def _batch(prefix: str, n: int) -> list[dict[str, object]]:
@@ -68,9 +54,11 @@ def _accepted(url: str, key: str) -> float:
     )
 
 
-def test_prometheus_scrapes_with_a_key_and_two_replicas_add_up(tmp_path: Path) -> None:
+def test_prometheus_scrapes_with_a_key_and_two_replicas_add_up(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     prometheus = _require("prometheus")
-    with _database(tmp_path) as url:  # type: ignore[attr-defined]
+    with process_database(tmp_path_factory, "prometheus") as url:
         cli = Cli(tmp_path, url)
         cli.upgrade()
         svc = cli.services()
