@@ -416,3 +416,12 @@ def test_staff_change_a_rule_and_a_bad_value_is_refused_with_its_field(staff: Ta
     staff.page.wait_for_load_state("networkidle")
     assert "for_evaluations" in staff.page.inner_text(".flash.bad")
     assert staff.errors == []
+
+
+def test_load_more_with_a_refused_cursor_says_so(staff: Tab, site: Site) -> None:
+    reply = staff.page.request.get(
+        f"{site.url}/artifacts?cursor=not-a-cursor", headers={"HX-Request": "true"}
+    )
+    assert reply.status == 200
+    assert "invalid_cursor" in reply.text()
+    assert "no artifacts match" not in reply.text()

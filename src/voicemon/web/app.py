@@ -333,7 +333,7 @@ def artifacts(
         "error": problem,
     }
     if cursor and request.headers.get("HX-Request"):
-        return page(request, "_artifact_rows.html", context)
+        return page(request, "_artifact_rows.html", {**context, "partial": True})
     return page(request, "artifacts.html", context)
 
 
@@ -606,7 +606,7 @@ def events(
         "error": problem,
     }
     if cursor and request.headers.get("HX-Request"):
-        return page(request, "_event_rows.html", context)
+        return page(request, "_event_rows.html", {**context, "partial": True})
     return page(request, "events.html", context)
 
 
