@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     session_secret: SecretStr | None = None
     # /metrics without a key (for a Prometheus on a trusted network); otherwise a viewer or staff key.
     metrics_public: bool = False
+    # /metrics: per-organization families (the 100 busiest organizations), off by default.
+    metrics_org_labels: bool = False
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
 
     @property

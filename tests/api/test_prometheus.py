@@ -16,6 +16,7 @@ from tests.conftest import NOW_MS, Api
 from tests.helpers import assert_error, ev
 from voicemon.api import create_app
 from voicemon.clock import FakeClock
+from voicemon.domain.access import SYSTEM
 from voicemon.domain.timeutil import MINUTE_MS
 from voicemon.settings import Settings
 
@@ -105,3 +106,36 @@ def test_only_unscoped_viewers_and_staff_read_it_unless_it_is_public(api: Api, s
     with TestClient(public) as client:
         assert client.get("/metrics").status_code == 200
         assert client.get("/v1/orgs").status_code == 401  # only /metrics opens
+
+
+def test_organization_families_appear_only_when_enabled_and_name_the_busiest_hundred(
+    settings: Settings,
+) -> None:
+    clock = FakeClock(NOW_MS)
+    plain = create_app(settings, clock=clock)
+    with TestClient(plain) as client:
+        svc = plain.state.services
+        events = [
+            ev("artifact_received", f"o-{k}-{i}", NOW_MS - MINUTE_MS, organization_id=f"org-{k:03d}")
+            for k in range(105)
+            for i in range(1 + (k % 3))
+        ]
+        assert svc.ingest_blocking(events, SYSTEM).accepted == len(events)
+        key = svc.keys.create(SYSTEM, "viewer", None, "prom").secret
+        text = client.get("/metrics", headers={"Authorization": f"Bearer {key}"}).text
+        assert "organization_id" not in text
+    labelled = create_app(settings.model_copy(update={"metrics_org_labels": True}), clock=clock)
+    with TestClient(labelled) as client:
+        text = client.get("/metrics", headers={"Authorization": f"Bearer {key}"}).text
+    found = samples(text)
+    named = {
+        dict(labels)["organization_id"]: v
+        for (name, labels), v in found.items()
+        if name == "voicemon_organization_artifacts_active"
+    }
+    assert len(named) == 100
+    # The 35 organizations with 3 active artifacts and the 35 with 2 are all in; 30 of the 35 with 1.
+    assert sorted(named.values()).count(3.0) == 35
+    assert sorted(named.values()).count(2.0) == 35
+    assert sorted(named.values()).count(1.0) == 30
+    assert value(found, "voicemon_artifacts_active", status="received") == len(events)  # unlabelled: all

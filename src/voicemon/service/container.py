@@ -59,7 +59,7 @@ class Services:
         self.orgs = OrgService(self.db, self.clock)
         self.metrics = MetricsQueries(self.db, self.clock, self.settings)
         # What this process did and what the database says, for /metrics (a registry of its own).
-        self.telemetry = Telemetry(self.db, self.clock, settings.stuck_after_ms)
+        self.telemetry = Telemetry(self.db, self.clock, settings.stuck_after_ms, settings.metrics_org_labels)
         if retry_transport is None and settings.retry_webhook_url:
             secret = settings.retry_webhook_secret
             if secret is None:

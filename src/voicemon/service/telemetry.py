@@ -40,6 +40,8 @@ from voicemon.storage import Database
 from voicemon.storage.state import State, read_state
 
 STATE_CACHE_S = 10.0
+# With organization labels on, the per-organization families name at most this many: the busiest.
+MAX_LABELLED_ORGANIZATIONS = 100
 STAGE_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 REQUEST_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -47,7 +49,7 @@ _KNOWN_TYPES = frozenset(t.value for t in EventType)
 
 
 class Telemetry:
-    def __init__(self, db: Database, clock: Clock, stuck_after_ms: int) -> None:
+    def __init__(self, db: Database, clock: Clock, stuck_after_ms: int, org_labels: bool = False) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.events = Counter(
@@ -88,7 +90,9 @@ class Telemetry:
             ["job", "status"],
             registry=r,
         )
-        self._state = StateCollector(db, clock, stuck_after_ms)
+        self._state = StateCollector(
+            db, clock, stuck_after_ms, MAX_LABELLED_ORGANIZATIONS if org_labels else 0
+        )
         r.register(self._state)
 
     # --- what the process did ---------------------------------------------------------------------------
@@ -135,10 +139,11 @@ class Telemetry:
 class StateCollector(Collector):
     """The state families, read in one transaction at most once per :data:`STATE_CACHE_S`."""
 
-    def __init__(self, db: Database, clock: Clock, stuck_after_ms: int) -> None:
+    def __init__(self, db: Database, clock: Clock, stuck_after_ms: int, organizations: int) -> None:
         self._db = db
         self._clock = clock
         self._stuck_after_ms = stuck_after_ms
+        self._organizations = organizations
         self._lock = threading.Lock()
         self._cached: tuple[float, State] | None = None
 
@@ -152,7 +157,7 @@ class StateCollector(Collector):
                 return self._cached[1]
             now_ms = self._clock.now_ms()
             with self._db.read() as conn, conn.begin():
-                state = read_state(conn, now_ms - self._stuck_after_ms, HOUR_MS)
+                state = read_state(conn, now_ms - self._stuck_after_ms, HOUR_MS, self._organizations)
             self._cached = (now, state)
             return state
 
@@ -188,6 +193,36 @@ class StateCollector(Collector):
         for job, at in sorted(s.last_success_ms.items()):
             jobs.add_metric([job], at / 1000)
         yield jobs
+        if s.by_organization is not None:
+            top = (
+                f" (the {self._organizations} with the most;"
+                f" read from the database at most every {STATE_CACHE_S:g} s)"
+            )
+            active_org = GaugeMetricFamily(
+                "voicemon_organization_artifacts_active",
+                "Active artifacts per organization" + top,
+                labels=["organization_id"],
+            )
+            stuck_org = GaugeMetricFamily(
+                "voicemon_organization_artifacts_stuck",
+                "Stuck artifacts per organization" + top,
+                labels=["organization_id"],
+            )
+            for org, (n_active, n_stuck) in sorted(s.by_organization.items()):
+                active_org.add_metric([org], n_active)
+                stuck_org.add_metric([org], n_stuck)
+            yield active_org
+            yield stuck_org
+        if s.alerts_by_organization is not None:
+            alerts_org = GaugeMetricFamily(
+                "voicemon_organization_alerts_open",
+                f"Open alerts per organization (the {self._organizations} with the most"
+                + cached.removeprefix(" ("),
+                labels=["organization_id"],
+            )
+            for org, n in sorted(s.alerts_by_organization.items()):
+                alerts_org.add_metric([org], n)
+            yield alerts_org
         if s.hourly_through_ms is not None:
             yield GaugeMetricFamily(
                 "voicemon_hourly_data_through_timestamp_seconds",

@@ -24,9 +24,14 @@ class State:
     open_alerts: dict[str, int]
     last_success_ms: dict[str, int]
     hourly_through_ms: int | None
+    # Per organization (only when asked): (active, stuck) of the busiest by active artifacts, and open
+    # alerts of those with the most.
+    by_organization: dict[str, tuple[int, int]] | None = None
+    alerts_by_organization: dict[str, int] | None = None
 
 
-def read_state(conn: Connection, stuck_before_ms: int, hour_ms: int) -> State:
+def read_state(conn: Connection, stuck_before_ms: int, hour_ms: int, organizations: int = 0) -> State:
+    """The state of now; with ``organizations`` > 0, also per organization, capped at that many."""
     c = artifacts.c
     stuck = func.sum(case((c.last_event_at_ms < stuck_before_ms, 1), else_=0))
     by_status = select(c.status, func.count(), stuck).where(c.status.in_([s.value for s in ACTIVE_STATUSES]))
@@ -48,6 +53,25 @@ def read_state(conn: Connection, stuck_before_ms: int, hour_ms: int) -> State:
             v.period_type == "hourly", v.aggregated_version.is_not(None)
         )
     )
-    return State(
-        active, stuck_total, open_alerts, last_success, None if newest is None else int(newest) + hour_ms
+    through = None if newest is None else int(newest) + hour_ms
+    if organizations <= 0:
+        return State(active, stuck_total, open_alerts, last_success, through)
+    n = func.count()
+    per_org = (
+        select(c.organization_id, n, stuck)
+        .where(c.status.in_([s.value for s in ACTIVE_STATUSES]), c.organization_id.is_not(None))
+        .group_by(c.organization_id)
+        .order_by(n.desc(), c.organization_id)
+        .limit(organizations)
     )
+    by_org = {org: (int(count), int(k or 0)) for org, count, k in conn.execute(per_org)}
+    count = func.count()
+    alerts_per_org = (
+        select(a.scope, count)
+        .where(a.state.in_(open_states), a.scope != "")
+        .group_by(a.scope)
+        .order_by(count.desc(), a.scope)
+        .limit(organizations)
+    )
+    alerts_by_org = {org: int(k) for org, k in conn.execute(alerts_per_org)}
+    return State(active, stuck_total, open_alerts, last_success, through, by_org, alerts_by_org)
