@@ -83,6 +83,7 @@ CALLS: dict[str, UseCase] = {
     "alerts.acknowledge": lambda s, p: s.alerts.acknowledge(p, "no-such-alert", "a note"),
     "alerts.rules": lambda s, p: s.alerts.rules(p),
     "alerts.update_rule": lambda s, p: s.alerts.update_rule(p, "failure_rate", {"min_volume": 20}),
+    "telemetry.scrape": lambda s, p: s.telemetry.scrape(p),
 }
 
 
@@ -126,6 +127,7 @@ MATRIX: dict[str, tuple[Any, ...]] = {
     "alerts.acknowledge":         (ROLE, ROLE,  NO_ALERT, ROLE, ROLE),
     "alerts.rules":               (ROLE, OK,    OK,   ROLE,    OK),
     "alerts.update_rule":         (ROLE, ROLE,  OK,   ROLE,    ROLE),
+    "telemetry.scrape":           (ROLE, OK,    OK,   ROLE,    SCOPE),
 }
 # fmt: on
 
@@ -135,6 +137,7 @@ NOT_USE_CASES = {
     "keys.authenticate": "turns a presented key into the caller; there is no caller yet",
     "keys.cached": "the same, from the cache",
     "keys.principal_of": "the same for a dashboard session, which names its key by id",
+    "telemetry.ingested": "counts what ingest did, called by ingest itself (which checks the caller)",
     "ingest": "the async twin of ingest_blocking (same check, in _prepare): the HTTP tests cover it",
 }
 # Lifecycle, not use cases.
