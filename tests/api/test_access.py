@@ -36,6 +36,7 @@ REALTIME_A = "/v1/metrics/realtime?organization_id=org-a"
 H = "?period=hourly"
 HA = "?period=hourly&organization_id=org-a"
 ALERTS_B = "/v1/alerts?organization_id=org-b"
+X = "/v1/exports"
 
 # fmt: off
 MATRIX: dict[str, tuple[Any, ...]] = {
@@ -68,6 +69,14 @@ MATRIX: dict[str, tuple[Any, ...]] = {
     "POST /v1/alerts/no-such/ack":         (MISSING, INVALID, INVALID, ROLE, ROLE,  GONE, ROLE,    ROLE),
     "GET /v1/alert-rules":                 (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
     "PUT /v1/alert-rules/failure_rate":    (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
+    # Exports (SPEC 17): allowed exactly when the list or range they mirror is.
+    f"GET {X}/events?format=csv":          (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
+    f"GET {X}/events?format=jsonl&organization_id=org-b":
+                                           (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    SCOPE),
+    f"GET {X}/artifacts?format=jsonl":     (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
+    f"GET {X}/history{H}&format=csv":      (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    SCOPE),
+    f"GET {X}/history{HA}&format=csv":     (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
+    f"GET {X}/orgs{H}&format=csv":         (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
 }
 # fmt: on
 

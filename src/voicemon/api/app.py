@@ -21,6 +21,7 @@ from voicemon.api import (
     routes_alerts,
     routes_artifacts,
     routes_events,
+    routes_exports,
     routes_jobs,
     routes_metrics,
     routes_orgs,
@@ -117,7 +118,8 @@ def create_app(
         observe=observe,
     )
     app.state.jobs = runner
-    for module in (routes_events, routes_artifacts, routes_metrics, routes_orgs, routes_jobs, routes_alerts):
+    routers = (routes_events, routes_artifacts, routes_metrics, routes_orgs, routes_jobs, routes_alerts)
+    for module in (*routers, routes_exports):
         app.include_router(module.router)
 
     @app.get(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
+from functools import lru_cache
 
 from voicemon.errors import ValidationError
 
@@ -114,8 +115,16 @@ def format_time(ms: int) -> str:
     >>> format_time(0)
     '1970-01-01T00:00:00.000Z'
     """
-    dt = datetime.fromtimestamp(ms // 1000, tz=UTC)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+    return _second_text(ms // 1000) + _MILLIS_TEXT[ms % 1000]
+
+
+_MILLIS_TEXT = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
+@lru_cache(maxsize=4096)
+def _second_text(seconds: int) -> str:
+    # Times come in runs (an export, a timeline, a page of events): most seconds are rendered many times.
+    return f"{datetime.fromtimestamp(seconds, tz=UTC):%Y-%m-%dT%H:%M:%S}"
 
 
 def floor_to(ms: int, unit_ms: int) -> int:

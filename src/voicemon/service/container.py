@@ -15,6 +15,7 @@ from voicemon.service.alert_delivery import AlertmanagerKind, Channel, Notificat
 from voicemon.service.alertmanager import AlertmanagerClient
 from voicemon.service.alerts import AlertService
 from voicemon.service.dispatch import Dispatcher
+from voicemon.service.exports import Exports
 from voicemon.service.ingest import IngestResult, validate_items
 from voicemon.service.keys import KeyService
 from voicemon.service.metrics import MetricsQueries
@@ -58,6 +59,7 @@ class Services:
         self.keys = KeyService(self.db, self.clock, settings.key_cache_s)
         self.orgs = OrgService(self.db, self.clock)
         self.metrics = MetricsQueries(self.db, self.clock, self.settings)
+        self.exports = Exports(self.db, self.clock, settings.stuck_after_ms, self.metrics)
         # What this process did and what the database says, for /metrics (a registry of its own).
         self.telemetry = Telemetry(self.db, self.clock, settings.stuck_after_ms, settings.metrics_org_labels)
         if retry_transport is None and settings.retry_webhook_url:

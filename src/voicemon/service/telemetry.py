@@ -90,6 +90,18 @@ class Telemetry:
             ["job", "status"],
             registry=r,
         )
+        self.exports = Counter(
+            "voicemon_exports",
+            "Export files this process streamed, by kind, format and outcome (completed, aborted)",
+            ["kind", "format", "outcome"],
+            registry=r,
+        )
+        self.export_rows = Counter(
+            "voicemon_export_rows",
+            "Rows this process wrote into export files, by kind",
+            ["kind"],
+            registry=r,
+        )
         self._state = StateCollector(
             db, clock, stuck_after_ms, MAX_LABELLED_ORGANIZATIONS if org_labels else 0
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy import BigInteger, Connection, and_, exists, func, literal, sele
 from voicemon.domain.artifacts import ArtifactState
 from voicemon.domain.model import ACTIVE_STATUSES, ArtifactKey, Stage, Status
 from voicemon.storage.dialect import Answer, ask_pairs, insert_sql, locks_rows, send_many
+from voicemon.storage.events import STREAM_BATCH_ROWS
 from voicemon.storage.tables import artifact_moves, artifacts, list_versions
 
 
@@ -276,6 +277,21 @@ def list_artifacts(
     query = select(both).order_by(both.c.place_ms.desc(), both.c.artifact_id.desc(), both.c.owner.desc())
     rows = conn.execute(query.limit(limit)).all()
     return ArtifactListPage([ListedArtifact(_from_row(r._mapping), r.place_ms) for r in rows], since)
+
+
+def stream_artifacts(conn: Connection, f: ArtifactFilter) -> Iterator[ArtifactState]:
+    """Every artifact of the filter, oldest listed first, fetched :data:`STREAM_BATCH_ROWS` at a time
+    (a server-side cursor on PostgreSQL): memory stays flat whatever the count. Iterate it inside the
+    read that ``conn`` belongs to; that read is one moment, so no artifact moves while it runs."""
+    c = artifacts.c
+    query = select(artifacts).where(*_filter_conditions(f)).order_by(c.listed_at_ms, c.artifact_id, c.owner)
+    result = conn.execution_options(yield_per=STREAM_BATCH_ROWS).execute(query)
+    return (_from_row(row._mapping) for row in result)
+
+
+def count_artifacts(conn: Connection, f: ArtifactFilter) -> int:
+    query = select(func.count()).select_from(artifacts).where(*_filter_conditions(f))
+    return int(conn.execute(query).scalar_one())
 
 
 def _filter_conditions(f: ArtifactFilter) -> list[Any]:

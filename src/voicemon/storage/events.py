@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -133,6 +133,20 @@ def list_events(
     The key is unique and fixed per row, so rows that arrive while a client pages never shift a page
     boundary: they appear before the first page or in their place by timestamp, never twice.
     """
+    conds = _conditions(f)
+    if after is not None:
+        ts, seq = after
+        conds.append(or_(events.c.ts_ms < ts, and_(events.c.ts_ms == ts, events.c.seq < seq)))
+    query = (
+        select(events)
+        .where(and_(True, *conds))
+        .order_by(events.c.ts_ms.desc(), events.c.seq.desc())
+        .limit(limit)
+    )
+    return [_from_row(r) for r in conn.execute(query)]
+
+
+def _conditions(f: EventFilter) -> list[Any]:
     conds: list[Any] = []
     if f.event_type is not None:
         conds.append(events.c.event_type == f.event_type)
@@ -146,16 +160,30 @@ def list_events(
         conds.append(events.c.ts_ms >= f.start_ms)
     if f.end_ms is not None:
         conds.append(events.c.ts_ms < f.end_ms)
-    if after is not None:
-        ts, seq = after
-        conds.append(or_(events.c.ts_ms < ts, and_(events.c.ts_ms == ts, events.c.seq < seq)))
+    return conds
+
+
+STREAM_BATCH_ROWS = 2000
+"""Rows fetched from the database at a time by a stream (a server-side cursor on PostgreSQL)."""
+
+
+def stream_events(conn: Connection, f: EventFilter, columns: Sequence[str]) -> Iterator[Row[Any]]:
+    """Every event of the filter, oldest first by (timestamp, seq), as rows of ``columns``; fetched
+    :data:`STREAM_BATCH_ROWS` at a time, so memory stays flat whatever the count. Iterate it inside the
+    read that ``conn`` belongs to."""
     query = (
-        select(events)
-        .where(and_(True, *conds))
-        .order_by(events.c.ts_ms.desc(), events.c.seq.desc())
-        .limit(limit)
+        select(*(events.c[name] for name in columns))
+        .where(and_(True, *_conditions(f)))
+        .order_by(events.c.ts_ms, events.c.seq)
     )
-    return [_from_row(r) for r in conn.execute(query)]
+    result = conn.execution_options(yield_per=STREAM_BATCH_ROWS).execute(query)
+    return iter(result)
+
+
+def count_events(conn: Connection, f: EventFilter | None = None) -> int:
+    """How many stored events the filter keeps (all of them without one)."""
+    query = select(func.count()).select_from(events).where(and_(True, *_conditions(f or EventFilter())))
+    return int(conn.execute(query).scalar_one())
 
 
 def timeline(conn: Connection, key: ArtifactKey) -> list[StoredEvent]:
@@ -170,7 +198,3 @@ def timeline(conn: Connection, key: ArtifactKey) -> list[StoredEvent]:
         .order_by(events.c.ts_ms.asc(), events.c.seq.asc())
     )
     return [_from_row(r) for r in conn.execute(query)]
-
-
-def count_events(conn: Connection) -> int:
-    return int(conn.scalar(select(func.count()).select_from(events)) or 0)
