@@ -1,4 +1,4 @@
-"""``voicemon``: serve, db, keys, jobs, alerts, demo, simulate, watch.
+"""``voicemon``: serve, db, keys, jobs, alerts, export, demo, simulate, watch.
 
 Exit codes: 0 ok, 1 failure, 2 usage error (a bad option value, an unknown job or role, a time that does
 not parse: the command line is wrong, whatever the database holds). Only ``db upgrade``, ``serve``,
@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -289,6 +290,116 @@ def alerts_ack(
     with _database() as svc:
         detail = svc.alerts.acknowledge(person, alert_id, note)
     typer.echo(f"acknowledged {detail.alert.alert_id} ({detail.alert.rule}) as {by}")
+
+
+class ExportKindOption(StrEnum):
+    events = "events"
+    artifacts = "artifacts"
+    history = "history"
+    orgs = "orgs"
+
+
+class ExportFormatOption(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+class PeriodOption(StrEnum):
+    hourly = "hourly"
+    daily = "daily"
+
+
+# Which filters each kind takes: those of the list or range it mirrors.
+EXPORT_FILTERS = {
+    "events": {"--org", "--start", "--end", "--type", "--stage", "--artifact"},
+    "artifacts": {"--org", "--status", "--failed-stage"},
+    "history": {"--org", "--start", "--end", "--period"},
+    "orgs": {"--start", "--end", "--period"},
+}
+ARTIFACT_STATUSES = (
+    "received", "transcribing", "transcribed", "processing", "completed", "failed", "active", "stuck"
+)  # fmt: skip
+
+
+@app.command("export")
+def export_command(
+    ctx: typer.Context,
+    kind: Annotated[ExportKindOption, typer.Argument(help="events, artifacts, history or orgs")],
+    fmt: Annotated[ExportFormatOption, typer.Option("--format", help="csv or jsonl (JSON Lines)")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write here (whole or not at all); default stdout")
+    ] = None,
+    org: Annotated[str | None, typer.Option(help="one organization (events, artifacts, history)")] = None,
+    start: Annotated[str | None, typer.Option(help="from this time (RFC 3339 or epoch ms)")] = None,
+    end: Annotated[str | None, typer.Option(help="until this time, excluded")] = None,
+    event_type: Annotated[str | None, typer.Option("--type", help="events of this type")] = None,
+    stage: Annotated[str | None, typer.Option(help="events of this pipeline stage")] = None,
+    artifact: Annotated[str | None, typer.Option(help="events of this artifact id")] = None,
+    status: Annotated[str | None, typer.Option(help="artifacts of this status, active or stuck")] = None,
+    failed_stage: Annotated[str | None, typer.Option(help="artifacts whose last failure was here")] = None,
+    period: Annotated[PeriodOption | None, typer.Option(help="hourly (default) or daily")] = None,
+) -> None:
+    """Export events, artifacts, snapshot history or the organization breakdown as CSV or JSON Lines,
+    with the filters of the matching list (docs/exports.md). A progress bar goes to stderr, then the row
+    count. Exit code 1 if the export fails midway (with -o, FILE is then left as it was)."""
+    given = {
+        "--org": org,
+        "--start": start,
+        "--end": end,
+        "--type": event_type,
+        "--stage": stage,
+        "--artifact": artifact,
+        "--status": status,
+        "--failed-stage": failed_stage,
+        "--period": period,
+    }
+    for option, value in given.items():
+        if value is not None and option not in EXPORT_FILTERS[kind.value]:
+            raise _usage(ctx, f"{kind.value} exports take no {option}", option)
+    from voicemon.domain.model import EventType, Stage
+    from voicemon.domain.timeutil import parse_time_text
+
+    if event_type is not None and event_type not in {t.value for t in EventType}:
+        raise _usage(ctx, f"{event_type!r} is not an event type", "--type")
+    stages = {s.value for s in Stage}
+    for option, value in (("--stage", stage), ("--failed-stage", failed_stage)):
+        if value is not None and value not in stages:
+            raise _usage(ctx, f"{value!r} is not a stage: {', '.join(sorted(stages))}", option)
+    if status is not None and status not in ARTIFACT_STATUSES:
+        raise _usage(ctx, f"{status!r} is not one of {', '.join(ARTIFACT_STATUSES)}", "--status")
+    times = {}
+    for option, value in (("--start", start), ("--end", end)):
+        try:
+            times[option] = parse_time_text(option.removeprefix("--"), value)
+        except ValidationError as exc:
+            raise _usage(ctx, exc.message, option) from None
+
+    from voicemon.cli.export import write_export
+    from voicemon.domain.exports import ExportFormat
+    from voicemon.domain.periods import Period
+    from voicemon.domain.records import EventFilter
+
+    with _database() as svc:
+        if kind is ExportKindOption.events:
+            f = EventFilter(event_type, stage, org, artifact, times["--start"], times["--end"])
+            export = svc.exports.events(SYSTEM, f)
+        elif kind is ExportKindOption.artifacts:
+            export = svc.exports.artifacts(SYSTEM, status, org, failed_stage)
+        else:
+            chosen = Period(period.value if period else "hourly")
+            r = svc.metrics.resolve_range(chosen, times["--start"], times["--end"])
+            if kind is ExportKindOption.history:
+                export = svc.exports.history(SYSTEM, r, org)
+            else:
+                export = svc.exports.orgs(SYSTEM, r)
+        try:
+            rows = write_export(export, ExportFormat(fmt.value), output, err)
+        except VoicemonError as exc:
+            untouched = f"; {output} was not written" if output else ""
+            err.print(f"[red]error:[/red] the export failed: {exc.message}{untouched}", highlight=False)
+            raise typer.Exit(1) from exc
+    where = f" to {output}" if output else ""
+    err.print(f"exported {rows} {kind.value} rows{where}", highlight=False)
 
 
 @app.command("worker")
