@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,14 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import FULL, QUICK, STAFF, Row, Sizes, fill_raw, services_for
 from bench.dbs import driver_connection, fresh_database, postgres_available
+from bench.exports import bench_export_events, bench_metrics_scrape
 from bench.server import pin_load, running_server, unpin
 from bench.workload import batches, events
 from voicemon.clock import FakeClock, SystemClock
-from voicemon.domain.access import SYSTEM, Principal, Role
-from voicemon.domain.artifacts import fold
-from voicemon.domain.counters import bucket_deltas
-from voicemon.domain.periods import Period, touched_periods
+from voicemon.domain.access import SYSTEM
+from voicemon.domain.periods import Period
 from voicemon.domain.snapshot import SnapshotParts, render_parts
 from voicemon.domain.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, floor_to
 from voicemon.sdk import Client
@@ -52,56 +52,8 @@ from voicemon.service.metrics import Range
 from voicemon.settings import Settings
 from voicemon.sim import SimConfig
 from voicemon.sim.model import organizations
-from voicemon.storage import artifacts as artifact_store
 from voicemon.storage import snapshots as snapshot_store
-from voicemon.storage.counters import add_to_buckets
-from voicemon.storage.dialect import bulk_insert
 from voicemon.storage.events import INSERT_COLUMNS, _to_row
-from voicemon.storage.snapshots import bump_versions
-from voicemon.storage.tables import events as events_table
-
-STAFF = Principal("bench", "bench", Role.STAFF)
-
-
-@dataclass
-class Row:
-    name: str
-    value: float
-    unit: str
-    baseline: str | None
-    baseline_value: float | None
-    ratio: float | None
-    goal: str
-    meets_goal: bool
-
-
-@dataclass(frozen=True)
-class Sizes:
-    ingest_events: int
-    single_seconds: float
-    sdk_calls: int
-    realtime_events: int
-    hour_events: int
-    day_orgs: int
-    range_days: int
-    range_orgs: int
-    week_orgs: int
-    week_events_per_hour: int
-    live_events: int
-    alert_orgs: int
-    alert_events: int
-
-
-FULL = Sizes(300_000, 10, 200_000, 200_000, 1_000_000, 100, 90, 1000, 100, 2000, 100_000, 1000, 100_000)
-QUICK = Sizes(20_000, 3, 20_000, 20_000, 100_000, 100, 90, 200, 30, 150, 10_000, 200, 20_000)
-
-
-def services_for(url: str, clock: Any = None, **overrides: Any) -> Services:
-    settings = Settings(database_url=url, key_cache_s=5, event_retention_h=240, **overrides)
-    svc = Services(settings, clock or SystemClock())
-    svc.start()
-    return svc
-
 
 # --- ingestion over HTTP ------------------------------------------------------------------------------------
 
@@ -308,23 +260,6 @@ def bench_realtime(backend: str, sizes: Sizes) -> list[Row]:
 
 
 # --- aggregation ----------------------------------------------------------------------------------------
-
-
-def fill_raw(svc: Services, items: list[dict[str, Any]], now_ms: int) -> None:
-    """Store events as ingestion would (the same event rows, artifact summaries, minute counters and
-    period versions), but in large transactions: a million rows through HTTP would take longer than
-    the benchmark itself."""
-    valid: list[Any] = []
-    for b in batches(items, 1000):
-        ok, _ = validate_items(b, STAFF, now_ms, 400 * HOUR_MS)
-        valid.extend(ok)
-    states, timed = fold(valid, {})
-    with svc.db.write() as conn:
-        for i in range(0, len(timed), 20_000):
-            bulk_insert(conn, events_table, INSERT_COLUMNS, [_to_row(e) for e in timed[i : i + 20_000]])
-        artifact_store.insert_artifacts(conn, list(states.values()))
-        add_to_buckets(conn, bucket_deltas(timed))
-        bump_versions(conn, touched_periods(timed))
 
 
 def bench_aggregate_hour(backend: str, sizes: Sizes, full: bool) -> list[Row]:
@@ -787,7 +722,7 @@ def main() -> int:
     ap.add_argument(
         "--only",
         default="",
-        help="comma-separated: ingest,sdk,realtime,aggregate,rollup,ranges,live,alerts,pages",
+        help="comma-separated: ingest,sdk,realtime,aggregate,rollup,ranges,live,alerts,pages,metrics,export",
     )
     ap.add_argument("--output", default=str(ROOT / "bench-results.json"))
     args = ap.parse_args()
@@ -816,6 +751,8 @@ def main() -> int:
         steps.append(("live", lambda b=backend: bench_live_tail(b, sizes)))
         steps.append(("alerts", lambda b=backend: bench_alerts(b, sizes)))
         steps.append(("pages", lambda b=backend: bench_pages(b, sizes)))
+        steps.append(("metrics", lambda b=backend: bench_metrics_scrape(b, sizes)))
+        steps.append(("export", lambda b=backend: bench_export_events(b, sizes)))
         for name, step in steps:
             if wanted and name not in wanted:
                 continue

@@ -40,12 +40,19 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(url: str) -> Iterator[str]:
+    with server_process(url) as (base, _):
+        yield base
+
+
+@contextmanager
+def server_process(url: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The server and its process (to watch its memory); ``env`` adds settings."""
     port = free_port()
     voicemon = str(Path(sys.executable).with_name("voicemon"))
     cmd = [voicemon, "serve", "--no-scheduler", "--host", "127.0.0.1", "--port", str(port)]
     if cores() >= 2:
         cmd = ["taskset", "-c", str(SERVER_CORE), *cmd]
-    env = dict(os.environ, VOICEMON_DATABASE_URL=url, VOICEMON_EVENT_RETENTION_H="240")
+    env = dict(os.environ, VOICEMON_DATABASE_URL=url, VOICEMON_EVENT_RETENTION_H="240", **env)
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -60,7 +67,7 @@ def running_server(url: str) -> Iterator[str]:
             raise RuntimeError(
                 "server did not start: " + (proc.stderr.read(2000).decode() if proc.stderr else "")
             )
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:

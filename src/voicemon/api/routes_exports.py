@@ -58,11 +58,11 @@ async def _stream(services: Services, export: Export, fmt: ExportFormat) -> Asyn
     stream (its end, a failure, or the client going away)."""
     rows = 0
 
-    def one_row() -> None:
+    def counted(n: int) -> None:
         nonlocal rows
-        rows += 1
+        rows += n
 
-    chunks = export.chunks(fmt, on_row=one_row)
+    chunks = export.chunks(fmt, counted)
     outcome = "aborted"
     try:
         while (chunk := await run_in_threadpool(_next, chunks)) is not None:

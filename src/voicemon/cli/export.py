@@ -38,14 +38,13 @@ def write_export(export: Export, fmt: ExportFormat, output: Path | None, err: Co
     task = progress.add_task("rows", total=total)
     rows = 0
 
-    def one_row() -> None:
+    def counted(n: int) -> None:
         nonlocal rows
-        rows += 1
-        if rows % 1000 == 0:
-            progress.update(task, completed=rows)
+        rows += n
+        progress.update(task, completed=rows)
 
     with progress, _destination(output) as out:
-        for chunk in export.chunks(fmt, on_row=one_row):
+        for chunk in export.chunks(fmt, counted):
             out.write(chunk)
     return rows
 

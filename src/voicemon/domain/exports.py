@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from enum import StrEnum
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -321,39 +322,52 @@ def _indices(columns: Sequence[str], names: frozenset[str]) -> tuple[int, ...]:
     return tuple(i for i, name in enumerate(columns) if name in names)
 
 
-def encode(fmt: ExportFormat, kind: ExportKind, rows: Iterable[Row]) -> Generator[bytes, None, None]:
+Counted = Callable[[int], None]
+
+
+def _uncounted(_: int) -> None:
+    pass
+
+
+def encode(
+    fmt: ExportFormat, kind: ExportKind, rows: Iterable[Row], counted: Counted = _uncounted
+) -> Generator[bytes, None, None]:
     """The file of ``kind``'s rows, in pieces of :data:`ROWS_PER_CHUNK` rows (the CSV header comes with
-    the first piece). Nothing is held beyond one piece, whatever the number of rows."""
+    the first piece); ``counted`` is told each piece's number of rows before it is yielded. Nothing is
+    held beyond one piece, whatever the number of rows."""
     columns = COLUMNS[kind]
     if fmt is ExportFormat.CSV:
-        return _csv(columns, rows)
-    return _jsonl(columns, rows, omit_platform_org=kind is ExportKind.HISTORY)
+        return _csv(columns, rows, counted)
+    return _jsonl(columns, rows, counted, omit_platform_org=kind is ExportKind.HISTORY)
 
 
-def _csv(columns: Sequence[str], rows: Iterable[Row]) -> Generator[bytes, None, None]:
+def _csv(columns: Sequence[str], rows: Iterable[Row], counted: Counted) -> Generator[bytes, None, None]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(columns)
     flags = _indices(columns, FLAG_COLUMNS)
     starts = FORMULA_STARTS
-    pending = 0
-    for row in rows:
+    source = iter(rows)
+    while True:
+        piece = list(islice(source, ROWS_PER_CHUNK))
         # Every text cell is checked (inline: this is the export's hot loop), whichever column it is in.
-        cells = [("'" + c if c[:1] in starts else c) if c.__class__ is str else c for c in row]
+        lines = [[("'" + c if c[:1] in starts else c) if c.__class__ is str else c for c in r] for r in piece]
         for i in flags:
-            cells[i] = "true" if cells[i] else "false"
-        writer.writerow(cells)
-        pending += 1
-        if pending == ROWS_PER_CHUNK:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-            pending = 0
-    yield buffer.getvalue().encode()
+            for line in lines:
+                line[i] = "true" if line[i] else "false"
+        writer.writerows(lines)
+        text = buffer.getvalue()
+        if text:  # an empty piece could read as the end of a chunked body
+            counted(len(piece))
+            yield text.encode()
+        if len(piece) < ROWS_PER_CHUNK:
+            return
+        buffer.seek(0)
+        buffer.truncate()
 
 
 def _jsonl(
-    columns: Sequence[str], rows: Iterable[Row], *, omit_platform_org: bool
+    columns: Sequence[str], rows: Iterable[Row], counted: Counted, *, omit_platform_org: bool
 ) -> Generator[bytes, None, None]:
     org = columns.index("organization_id")
     json = _indices(columns, JSON_COLUMNS)
@@ -369,7 +383,9 @@ def _jsonl(
             del line["organization_id"]
         piece.append(dumps(line, option=newline))
         if len(piece) == ROWS_PER_CHUNK:
+            counted(len(piece))
             yield b"".join(piece)
             piece.clear()
     if piece:
+        counted(len(piece))
         yield b"".join(piece)
