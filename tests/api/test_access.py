@@ -77,6 +77,8 @@ MATRIX: dict[str, tuple[Any, ...]] = {
     f"GET {X}/history{H}&format=csv":      (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    SCOPE),
     f"GET {X}/history{HA}&format=csv":     (MISSING, INVALID, INVALID, ROLE, 200,   200,  ROLE,    200),
     f"GET {X}/orgs{H}&format=csv":         (MISSING, INVALID, INVALID, ROLE, ROLE,  200,  ROLE,    ROLE),
+    # OTLP traces (SPEC 18): the writers of events.
+    "POST /otlp/v1/traces":                (MISSING, INVALID, INVALID, 200,  ROLE,  200,  200,     ROLE),
 }
 # fmt: on
 
@@ -84,6 +86,7 @@ MATRIX: dict[str, tuple[Any, ...]] = {
 BODIES: dict[str, Any] = {
     "POST /v1/events": lambda: ev("artifact_received", "art-new", NOW_MS - MINUTE_MS, organization_id=ORG_A),
     "PUT /v1/orgs/org-a": lambda: {"name": "Alpha"},
+    "POST /otlp/v1/traces": lambda: {"resourceSpans": []},
     "POST /v1/artifacts/art-b/retries": lambda: {"stage": "full", "reason": "access test"},
     "POST /v1/jobs/cleanup-events/runs": lambda: {},
     "POST /v1/alerts/no-such/ack": lambda: {"note": "access test"},

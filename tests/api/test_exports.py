@@ -6,20 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import re
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import NOW_MS, STAFF, Api
-from tests.helpers import assert_error, ev, free_port, wait_for
+from tests.helpers import assert_error, ev, serve_in_thread
 from voicemon.api import create_app
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS
 from voicemon.storage import events as event_store
@@ -297,29 +294,6 @@ def test_a_bad_format_or_filter_is_refused_before_the_file(seeded: Api) -> None:
     )
 
 
-@contextmanager
-def _served(api: Api) -> Iterator[str]:
-    """The app on a real socket (uvicorn in a thread), so the test sees what a client on the wire sees."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(services=api.services),
-            host="127.0.0.1",
-            port=port,
-            lifespan="off",
-            log_level="critical",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 10, "the server to listen")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 def _read_into(reply: httpx.Response, received: bytearray) -> None:
     for chunk in reply.iter_bytes():
         received += chunk
@@ -338,7 +312,7 @@ def test_a_failure_in_the_middle_of_a_stream_reaches_the_client(
 
     monkeypatch.setattr(event_store, "stream_events", failing)
     headers = {"Authorization": f"Bearer {seeded.staff_key}"}
-    with _served(seeded) as url:
+    with serve_in_thread(create_app(services=seeded.services)) as url:
         for fmt in ("csv", "jsonl"):
             received = bytearray()
             with httpx.stream("GET", f"{url}/v1/exports/events?format={fmt}", headers=headers) as reply:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from bench.workload import fill_events_sql
+
 from tests.api.cli_runner import Cli
 from tests.conftest import BACKEND, process_database
 from tests.helpers import ServerProcess

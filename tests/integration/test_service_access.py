@@ -8,6 +8,7 @@ a new public method on a service that is not in the matrix, or not named as a no
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from tests.conftest import NOW_MS, STAFF
 from tests.helpers import ev
 from voicemon.domain.access import Principal, Role
+from voicemon.domain.otlp import Span
 from voicemon.domain.periods import Period
 from voicemon.domain.records import EventFilter
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS
@@ -44,12 +46,21 @@ NO_ALERT = ("alert_not_found", NotFoundError)  # the caller may ask; there is no
 
 RANGE = Range(Period.HOURLY, NOW_MS - 3 * HOUR_MS, NOW_MS)
 EVENT_A = ev("artifact_received", "art-new", NOW_MS - MINUTE_MS, organization_id=ORG_A)
+SPAN_A = Span(
+    "0af7651916cd43dd8448eb211c80319c",
+    "b7ad6b7169203331",
+    "transcription",
+    (NOW_MS - MINUTE_MS) * 1_000_000,
+    NOW_MS * 1_000_000,
+    attributes={"voicemon.artifact_id": "art-new", "voicemon.organization_id": ORG_A},
+)
 
 UseCase = Callable[[Services, Principal], Any]
 
 # Each use case (service attribute, method), and how it is called.
 CALLS: dict[str, UseCase] = {
     "ingest_blocking": lambda s, p: s.ingest_blocking([EVENT_A], p),
+    "ingest_spans": lambda s, p: asyncio.run(s.ingest_spans([SPAN_A], p)),
     "queries.list_events": lambda s, p: s.queries.list_events(p, EventFilter(), None, 10),
     "queries.list_events org-b": lambda s, p: s.queries.list_events(
         p, EventFilter(organization_id=ORG_B), None, 10
@@ -103,6 +114,7 @@ def _live_key(services: Services, name: str) -> str:
 MATRIX: dict[str, tuple[Any, ...]] = {
     #                              ingest viewer staff ingest@a viewer@a
     "ingest_blocking":            (OK,   ROLE,  OK,   OK,      ROLE),
+    "ingest_spans":               (OK,   ROLE,  OK,   OK,      ROLE),
     "queries.list_events":        (ROLE, OK,    OK,   ROLE,    OK),
     "queries.list_events org-b":  (ROLE, OK,    OK,   ROLE,    SCOPE),
     "queries.list_artifacts":     (ROLE, OK,    OK,   ROLE,    OK),

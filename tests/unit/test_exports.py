@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from voicemon.domain.exports import (
     ARTIFACT_COLUMNS,
     EVENT_COLUMNS,
+    HISTORY_COLUMNS,
     ROWS_PER_CHUNK,
     ExportFormat,
     ExportKind,
@@ -86,13 +87,12 @@ def test_pieces_hold_whole_rows_and_count_them(count: int, fmt: ExportFormat) ->
         assert all(line["metadata"] == {"ai_model": "m", "n": [1, 2]} for line in lines)
     else:
         table = list(csv.reader(io.StringIO(body.decode(), newline="")))
-        assert table[0] == list(EVENT_COLUMNS) and len(table) == count + 1
+        assert table[0] == list(EVENT_COLUMNS)
+        assert len(table) == count + 1
         assert all(orjson.loads(line[-1]) == {"ai_model": "m", "n": [1, 2]} for line in table[1:])
 
 
 def test_platform_history_rows_have_no_organization_key() -> None:
-    from voicemon.domain.exports import HISTORY_COLUMNS
-
     platform = tuple(None if c == "organization_id" else 0 for c in HISTORY_COLUMNS)
     org = tuple("org-a" if c == "organization_id" else 0 for c in HISTORY_COLUMNS)
     lines = b"".join(encode(ExportFormat.JSONL, ExportKind.HISTORY, [platform, org])).splitlines()

@@ -25,6 +25,7 @@ from voicemon.api import (
     routes_jobs,
     routes_metrics,
     routes_orgs,
+    routes_otlp,
 )
 from voicemon.api.bodies import not_json_at
 from voicemon.api.deps import reject_nul_characters
@@ -119,7 +120,7 @@ def create_app(
     )
     app.state.jobs = runner
     routers = (routes_events, routes_artifacts, routes_metrics, routes_orgs, routes_jobs, routes_alerts)
-    for module in (*routers, routes_exports):
+    for module in (*routers, routes_exports, routes_otlp):
         app.include_router(module.router)
 
     @app.get(

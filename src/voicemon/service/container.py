@@ -10,13 +10,14 @@ from typing import Any
 
 from voicemon.clock import Clock, SystemClock
 from voicemon.domain.access import WRITERS, Principal, require_role
+from voicemon.domain.otlp import Span
 from voicemon.errors import ConflictError
 from voicemon.service.alert_delivery import AlertmanagerKind, Channel, NotificationKind, alert_channels
 from voicemon.service.alertmanager import AlertmanagerClient
 from voicemon.service.alerts import AlertService
 from voicemon.service.dispatch import Dispatcher
 from voicemon.service.exports import Exports
-from voicemon.service.ingest import IngestResult, validate_items
+from voicemon.service.ingest import IngestResult, SpanResult, span_batch, validate_items
 from voicemon.service.keys import KeyService
 from voicemon.service.metrics import MetricsQueries
 from voicemon.service.orgs import OrgService
@@ -187,6 +188,30 @@ class Services:
         started = time.perf_counter()
         inserted = self.writer.submit(valid).result()
         return self._ingested(result, valid, inserted, items, started)
+
+    async def ingest_spans(self, spans: Sequence[Span], principal: Principal) -> SpanResult:
+        """OTLP spans (SPEC 18) as their events, down the same path as :meth:`ingest`; returns once the
+        events of the accepted spans are committed. Refused spans are counted and logged, since the
+        common exporters never read the reply."""
+        require_role(principal, *WRITERS)
+        keep, report = span_batch(spans, principal, self.clock.now_ms(), self.settings.event_retention_ms)
+        started = time.perf_counter()
+        inserted = await asyncio.wrap_future(self.writer.submit(keep))
+        self._ingested(report.events, keep, inserted, [], started)
+        self.telemetry.otlp_spans.labels("accepted").inc(report.accepted_spans)
+        self.telemetry.otlp_spans.labels("ignored").inc(report.ignored_spans)
+        if report.refused:
+            self.telemetry.otlp_spans.labels("rejected").inc(len(report.refused))
+            span_id, why = report.refused[0]
+            logger.warning(
+                "otlp spans rejected",
+                extra={
+                    "action": "otlp_spans_rejected",
+                    "count": len(report.refused),
+                    "first": f"{span_id}: {why}",
+                },
+            )
+        return report
 
     def _ingested(
         self,

@@ -25,6 +25,7 @@ from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.events import Event, FieldError, ValidationContext, validate_event
 from voicemon.domain.ids import time_ordered_id
 from voicemon.domain.model import FAILURE_TYPES, ArtifactKey, EventType
+from voicemon.domain.otlp import Span, map_spans
 from voicemon.domain.periods import touched_periods
 from voicemon.domain.retries import EventMaker, decide_outcomes
 from voicemon.storage import artifacts as artifact_store
@@ -134,3 +135,37 @@ def _voice_notes(
         if key is not None and out.get(key) is None:
             out[key] = e.voice_note_id
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class SpanResult:
+    """What became of a batch of OTLP spans: how many were taken (their events stored now or before),
+    and each refused span's id with why. A refused span stores nothing, not even its valid events."""
+
+    accepted_spans: int
+    refused: list[tuple[str, str]]
+    ignored_spans: int
+    events: IngestResult
+
+
+def span_batch(
+    spans: Sequence[Span], principal: Principal, now_ms: int, event_retention_ms: int
+) -> tuple[list[Event], SpanResult]:
+    """The events of ``spans`` that may be stored (every event of each span that is wholly valid), and
+    the report (its ``events.accepted`` and ``duplicates`` are filled in once they are committed)."""
+    mapped = map_spans(spans)
+    valid, rejected = validate_items(mapped.items, principal, now_ms, event_retention_ms)
+    refused = dict(mapped.refused)
+    for r in rejected:
+        first = r.errors[0]
+        refused.setdefault(mapped.span_of_item[r.index], f"{first.field}: {first.message}")
+    rejected_items = {r.index for r in rejected}
+    kept_items = (i for i in range(len(mapped.items)) if i not in rejected_items)
+    keep = [e for e, i in zip(valid, kept_items, strict=True) if mapped.span_of_item[i] not in refused]
+    report = SpanResult(
+        accepted_spans=len(spans) - len(refused) - mapped.ignored,
+        refused=[(spans[i].span_id, why) for i, why in sorted(refused.items())],
+        ignored_spans=mapped.ignored,
+        events=IngestResult(rejected=rejected),
+    )
+    return keep, report

@@ -90,6 +90,13 @@ class Telemetry:
             ["job", "status"],
             registry=r,
         )
+        self.otlp_spans = Counter(
+            "voicemon_otlp_spans",
+            "OTLP spans given to this process, by outcome (accepted; rejected: meant for voicemon but mapped"
+            " to no valid event; ignored: no voicemon attribute or stage name)",
+            ["outcome"],
+            registry=r,
+        )
         self.exports = Counter(
             "voicemon_exports",
             "Export files this process streamed, by kind, format and outcome (completed, aborted)",
