@@ -86,12 +86,29 @@ MATRIX: dict[str, tuple[Any, ...]] = {
 BODIES: dict[str, Any] = {
     "POST /v1/events": lambda: ev("artifact_received", "art-new", NOW_MS - MINUTE_MS, organization_id=ORG_A),
     "PUT /v1/orgs/org-a": lambda: {"name": "Alpha"},
-    "POST /otlp/v1/traces": lambda: {"resourceSpans": []},
+    "POST /otlp/v1/traces": lambda: _otlp_span(ORG_A),
     "POST /v1/artifacts/art-b/retries": lambda: {"stage": "full", "reason": "access test"},
     "POST /v1/jobs/cleanup-events/runs": lambda: {},
     "POST /v1/alerts/no-such/ack": lambda: {"note": "access test"},
     "PUT /v1/alert-rules/failure_rate": lambda: {"min_volume": 30},
 }
+
+
+def _otlp_span(org: str) -> dict[str, Any]:
+    """One transcription span of org-a as OTLP/JSON: two events once stored."""
+    attributes = [
+        {"key": "voicemon.artifact_id", "value": {"stringValue": "art-otlp"}},
+        {"key": "voicemon.organization_id", "value": {"stringValue": org}},
+    ]
+    span = {
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": "b7ad6b7169203331",
+        "name": "transcription",
+        "startTimeUnixNano": str((NOW_MS - 2 * MINUTE_MS) * 1_000_000),
+        "endTimeUnixNano": str((NOW_MS - MINUTE_MS) * 1_000_000),
+        "attributes": attributes,
+    }
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
 
 
 @dataclass
