@@ -174,3 +174,15 @@ def test_any_stage_span_maps_to_two_timed_events_with_ids_of_its_own(
     assert span_events(s) == [started, ended], "the same span maps to the same events"
     assert trace_id.hex() in ended["event_id"]
     assert span_id.hex() in ended["event_id"]
+
+
+def test_an_event_type_that_ends_the_stage_ends_the_stage_span() -> None:
+    s = span("entity_resolution", **{"voicemon.event_type": "entity_needs_disambiguation"})
+    started, ended = span_events_of(s)
+    assert (started["event_type"], ended["event_type"]) == (
+        "entity_resolution_started",
+        "entity_needs_disambiguation",
+    )
+    assert ended["duration_ms"] == 2500.25
+    (other,) = span_events_of(span("entity_resolution", **{"voicemon.event_type": "draft_confirmed"}))
+    assert other["event_type"] == "draft_confirmed"

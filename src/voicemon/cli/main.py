@@ -486,6 +486,9 @@ def simulate(
     webhook_port: Annotated[int | None, typer.Option(help="listen for retry commands on this port")] = None,
     webhook_secret: Annotated[str | None, typer.Option(envvar="VOICEMON_RETRY_WEBHOOK_SECRET")] = None,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    otlp: Annotated[
+        bool, typer.Option(help="report as OpenTelemetry spans to /otlp/v1/traces, not through the SDK")
+    ] = False,
     incident: Annotated[
         IncidentOption | None,
         typer.Option(help="produce this condition live, for one organization, so its alert fires"),
@@ -498,7 +501,8 @@ def simulate(
         typer.Option(help="end the incident after this many minutes, so its alert resolves", min=0),
     ] = None,
 ) -> None:
-    """A realistic multi-organization pipeline reporting through the SDK and honouring retries.
+    """A realistic multi-organization pipeline reporting through the SDK (or, with --otlp, through the
+    OpenTelemetry SDK and its OTLP/HTTP exporter, as spans) and honouring retries.
 
     With --incident, one organization's live traffic shows that condition (failure_rate: most notes
     fail in transcription; stage_latency: transcription six times slower; stuck_artifacts: notes stop
@@ -515,7 +519,12 @@ def simulate(
     from voicemon.sim import DerivedStore, Incident, RetryWebhook, SimConfig, Simulator
 
     derived = DerivedStore(store)
-    client = Client(url, key, max_queue=500_000)
+    if otlp:
+        from voicemon.sim.otlp import OtlpClient
+
+        client: Client | OtlpClient = OtlpClient(url, key)
+    else:
+        client = Client(url, key, max_queue=500_000)
     sim = Simulator(client, derived, SimConfig(organizations=organizations), seed=seed)
     if incident is not None and incident_org not in {o.organization_id for o in sim.orgs}:
         client.close()
@@ -558,7 +567,8 @@ def simulate(
         if webhook is not None:
             webhook.stop()
         derived.close()
-    typer.echo(f"sent {client.stats.sent} events, dropped {client.stats.dropped}")
+    unit = "spans" if otlp else "events"
+    typer.echo(f"sent {client.stats.sent} {unit}, dropped {client.stats.dropped}")
 
 
 def _aggregate_over_http(url: str, key: str) -> None:

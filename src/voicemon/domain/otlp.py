@@ -10,7 +10,12 @@ the span's own. One span is one stage attempt:
   ``claims-extraction``), it becomes that stage's ``*_started`` event at its start and, at its end, its
   completion event (status OK or UNSET) or its failure event (status ERROR), with ``duration_ms`` =
   end - start;
-- with ``voicemon.event_type``, it becomes that one event, at its end.
+- with ``voicemon.event_type``, it becomes that one event, at its end; on a stage span, an event type
+  that ends that stage (``entity_needs_disambiguation``) is the span's ending event instead.
+
+A span with no ``voicemon.*`` attribute of its own and no stage name (an HTTP call, a query: the rest of
+an instrumented process) is not voicemon's. It is ignored, and not counted as rejected, so that the
+rejected count means spans that meant to report and could not.
 
 ``voicemon.artifact_id`` is required for a stage span; ``voicemon.organization_id``,
 ``voicemon.voice_note_id`` and ``voicemon.coach_user_id`` (``session.id`` and ``user.id`` as
@@ -32,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicemon.domain.model import EventType, Stage
+from voicemon.domain.model import STAGE_FAILURE_TYPES, STAGE_OF_TYPE, TIMED_TYPES, EventType, Stage
 
 E = EventType
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
@@ -50,6 +55,7 @@ STAGE_EVENTS: dict[Stage, tuple[EventType, EventType, EventType]] = {
     Stage.DRAFT_GENERATION: (E.DRAFT_GENERATION_STARTED, E.DRAFTS_GENERATED, E.DRAFT_GENERATION_FAILED),
 }
 _STAGE_NAMES = {s.value: s for s in STAGE_EVENTS}
+_TYPES = frozenset(t.value for t in EventType)
 _SEPARATORS = re.compile(r"[\s.\-/]+")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
@@ -138,7 +144,8 @@ def span_events(span: Span) -> list[dict[str, Any]] | str:
     start_ms, end_ms = span.start_ns // NS_PER_MS, span.end_ns // NS_PER_MS
     prefix = f"otlp-{span.trace_id}-{span.span_id}"
     metadata = _metadata(a)
-    if event_type is not None:
+    ending = _ending(stage, event_type)
+    if event_type is not None and ending is None:
         event: dict[str, Any] = {
             "event_id": f"{prefix}-event",
             "event_type": event_type,
@@ -157,9 +164,11 @@ def span_events(span: Span) -> list[dict[str, Any]] | str:
         return [event]
     assert stage is not None
     started, completed, failed = STAGE_EVENTS[stage]
+    if ending is None:
+        ending = failed if span.status_code == STATUS_ERROR else completed
     ended: dict[str, Any] = {
         "event_id": f"{prefix}-ended",
-        "event_type": (failed if span.status_code == STATUS_ERROR else completed).value,
+        "event_type": ending.value,
         "timestamp": end_ms,
         "pipeline_stage": stage.value,
         "stage_started_at": start_ms,
@@ -167,7 +176,7 @@ def span_events(span: Span) -> list[dict[str, Any]] | str:
         "duration_ms": (span.end_ns - span.start_ns) / NS_PER_MS,
         **common,
     }
-    if span.status_code == STATUS_ERROR:
+    if span.status_code == STATUS_ERROR or ending in STAGE_FAILURE_TYPES:
         ended.update(_error(span))
     if metadata:
         ended["metadata"] = metadata
@@ -179,6 +188,15 @@ def span_events(span: Span) -> list[dict[str, Any]] | str:
         **common,
     }
     return [first, ended]
+
+
+def _ending(stage: Stage | None, event_type: str | None) -> EventType | None:
+    """The event a stage span ends with when ``voicemon.event_type`` names one of that stage's endings
+    (``entity_needs_disambiguation`` ends an entity resolution); None otherwise."""
+    if stage is None or event_type is None or event_type not in _TYPES:
+        return None
+    named = EventType(event_type)
+    return named if named in TIMED_TYPES and STAGE_OF_TYPE[named] is stage else None
 
 
 def _text(value: Any) -> str | None:

@@ -11,9 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from voicemon.sdk import Client
 from voicemon.sim.model import (
     STAGE_TYPES,
     Incident,
@@ -65,12 +64,19 @@ class RetryOrder:
         )
 
 
+class EventSink(Protocol):
+    """Where the simulator's events go: the SDK's :class:`~voicemon.sdk.Client`, or
+    :class:`~voicemon.sim.otlp.OtlpClient` for a pipeline that reports through OpenTelemetry."""
+
+    def log_event(self, event_type: str, *, timestamp: int, **fields: Any) -> None: ...
+
+
 class Simulator:
     """Many organizations' notes flowing through the six stages. Retried runs do not fail again
     (the simulated faults are transient), so a retry's outcome is predictable in the demo."""
 
     def __init__(
-        self, client: Client, store: DerivedStore, config: SimConfig | None = None, seed: int | None = None
+        self, client: EventSink, store: DerivedStore, config: SimConfig | None = None, seed: int | None = None
     ) -> None:
         self.client = client
         self.store = store
