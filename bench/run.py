@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import FULL, QUICK, STAFF, Row, Sizes, fill_raw, services_for
 from bench.dbs import driver_connection, fresh_database, postgres_available
 from bench.exports import bench_export_events, bench_metrics_scrape
+from bench.otlp import bench_ingest_otlp
 from bench.server import pin_load, running_server, unpin
 from bench.workload import batches, events
 from voicemon.clock import FakeClock, SystemClock
@@ -722,7 +723,8 @@ def main() -> int:
     ap.add_argument(
         "--only",
         default="",
-        help="comma-separated: ingest,sdk,realtime,aggregate,rollup,ranges,live,alerts,pages,metrics,export",
+        help="comma-separated: ingest,sdk,realtime,aggregate,rollup,ranges,live,alerts,pages,metrics,"
+        "export,otlp",
     )
     ap.add_argument("--output", default=str(ROOT / "bench-results.json"))
     args = ap.parse_args()
@@ -753,6 +755,7 @@ def main() -> int:
         steps.append(("pages", lambda b=backend: bench_pages(b, sizes)))
         steps.append(("metrics", lambda b=backend: bench_metrics_scrape(b, sizes)))
         steps.append(("export", lambda b=backend: bench_export_events(b, sizes)))
+        steps.append(("otlp", lambda b=backend: bench_ingest_otlp(b, sizes)))
         for name, step in steps:
             if wanted and name not in wanted:
                 continue
