@@ -6,11 +6,16 @@ request changes nothing; refused spans and bad bodies store nothing."""
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -25,10 +30,14 @@ from tests.conftest import NOW_MS, Api
 from tests.helpers import assert_error, serve_in_thread
 from voicemon.api import create_app
 from voicemon.api.otlp_wire import JSON, PROTOBUF, decode_spans
+from voicemon.domain.access import SYSTEM
 from voicemon.domain.timeutil import MINUTE_MS, format_time
+from voicemon.service import Services
+from voicemon.settings import Settings
 from voicemon.storage.events import count_events
 
 NS = 1_000_000
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "otlp" / "pipeline.py"
 BASE_NS = (NOW_MS - 20 * MINUTE_MS) * NS
 
 
@@ -273,3 +282,49 @@ def test_a_bad_body_gets_its_status_and_stores_nothing(
 def test_only_writers_may_send_traces(api: Api) -> None:
     assert_error(_post(api, b"", PROTOBUF, key=""), 401, "missing_key")
     assert_error(_post(api, b"", PROTOBUF, key=api.key("viewer")), 403, "forbidden_role")
+
+
+@pytest.fixture
+def live_api(db_url: str) -> Iterator[Api]:
+    """An API on the real clock: the example's spans carry the time they ran at."""
+    services = Services(Settings(database_url=db_url, key_cache_s=0))
+    services.start()
+    try:
+        with TestClient(create_app(services=services)) as client:
+            yield Api(client, services, services.keys.create(SYSTEM, "staff", None, "live").secret)
+    finally:
+        services.stop()
+
+
+def test_the_python_example_reports_with_nothing_but_the_environment(live_api: Api) -> None:
+    """examples/otlp/pipeline.py, as the README shows it: the stock exporter, configured by OTEL_* alone."""
+    api = live_api
+    with serve_in_thread(create_app(services=api.services)) as served:
+        _run_example(api, served)
+    failed = {e["event_type"]: e for e in _events(api, "py-note-3")}["claims_extraction_failed"]
+    assert (failed["organization_id"], failed["error_code"]) == ("org-py", "TimeoutError")
+    for n in (1, 2):
+        kinds = [e["event_type"] for e in _events(api, f"py-note-{n}")]
+        assert sorted(kinds) == sorted(NOTE_EVENTS)
+
+
+NOTE_EVENTS = [
+    "artifact_received",
+    "transcription_started",
+    "transcription_completed",
+    "claims_extraction_started",
+    "claims_extracted",
+]
+
+
+def _run_example(api: Api, served: str) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "VOICEMON_"))},
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"{served}/otlp",
+        "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{api.key('ingest', 'org-py')}",
+        "ORG": "org-py",
+    }
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
