@@ -9,6 +9,7 @@ import orjson
 from voicemon.domain.artifacts import ArtifactState
 from voicemon.domain.coverage import RangePlan
 from voicemon.domain.events import nusd_to_usd
+from voicemon.domain.exports import ARTIFACT_COLUMNS, artifact_cells
 from voicemon.domain.records import RunRecord, StoredEvent
 from voicemon.domain.retries import Retry
 from voicemon.domain.snapshot import SnapshotParts, render_parts
@@ -44,25 +45,8 @@ def event_out(stored: StoredEvent) -> dict[str, Any]:
 
 
 def artifact_out(s: ArtifactState, stuck: bool) -> dict[str, Any]:
-    return {
-        "artifact_id": s.artifact_id,
-        "organization_id": s.organization_id,
-        "voice_note_id": s.voice_note_id,
-        "coach_user_id": s.coach_user_id,
-        "source_channel": s.source_channel,
-        "status": s.status.value,
-        "stuck": stuck,
-        "current_stage": s.current_stage.value if s.current_stage else None,
-        "failed_stage": s.failed_stage.value if s.failed_stage else None,
-        "last_error_code": s.last_error_code,
-        "last_error_message": s.last_error_message,
-        "received_at": _time(s.received_at_ms),
-        "completed_at": _time(s.completed_at_ms),
-        "last_event_at": format_time(s.last_event_at_ms),
-        "event_count": s.event_count,
-        "retry_count": s.retry_count,
-        "total_ai_cost_usd": nusd_to_usd(s.total_cost_nusd),
-    }
+    """An artifact as the lists show it: exactly the columns of its export (``docs/exports.md``)."""
+    return dict(zip(ARTIFACT_COLUMNS, artifact_cells(s, stuck), strict=True))
 
 
 def realtime_out(r: Realtime) -> dict[str, Any]:
