@@ -13,9 +13,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from bench.workload import fill_events_sql
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from tests.conftest import NOW_MS, STAFF, Api
+from tests.conftest import BACKEND, NOW_MS, STAFF, Api
 from tests.helpers import assert_error, ev, serve_in_thread
 from voicemon.api import create_app
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS
@@ -327,3 +329,30 @@ def test_a_failure_in_the_middle_of_a_stream_reaches_the_client(
         scrape = httpx.get(f"{url}/metrics", headers=headers).text
     assert 'voicemon_exports_total{format="csv",kind="events",outcome="aborted"} 1.0' in scrape
     assert 'voicemon_exports_total{format="csv",kind="events",outcome="completed"} 1.0' in scrape
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="ends a PostgreSQL session from outside")
+def test_a_database_session_killed_mid_stream_breaks_the_transfer(api: Api) -> None:
+    """A real failure, not an injected one: the export's own database session is terminated while the
+    client is still reading. The client must see a broken transfer, never a clean end."""
+    with api.services.db.write() as conn:
+        fill_events_sql(conn, 100_000, NOW_MS - 3 * HOUR_MS, 2 * HOUR_MS, postgres=True)
+    headers = {"Authorization": f"Bearer {api.staff_key}"}
+    with serve_in_thread(create_app(services=api.services)) as url:
+        received = bytearray()
+        with httpx.stream("GET", f"{url}/v1/exports/events?format=csv", headers=headers, timeout=60) as reply:
+            assert reply.status_code == 200
+            chunks = reply.iter_bytes()
+            received += next(chunks)
+            with api.services.db.write() as conn:
+                ended = conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        " AND xact_start IS NOT NULL AND (query ILIKE '%events%' OR query ILIKE 'FETCH%')"
+                    )
+                ).all()
+            assert ended, "the export's session was found"
+            with pytest.raises(httpx.RemoteProtocolError):
+                received += b"".join(chunks)
+    assert received.count(b"\n") < 100_001

@@ -32,6 +32,7 @@ from voicemon.api import create_app
 from voicemon.api.otlp_wire import JSON, PROTOBUF, decode_spans
 from voicemon.domain.access import SYSTEM
 from voicemon.domain.timeutil import MINUTE_MS, format_time
+from voicemon.errors import StorageError
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage.events import count_events
@@ -328,3 +329,13 @@ def _run_example(api: Api, served: str) -> None:
         [sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_database_away_is_503_with_retry_after(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def away(*_: Any) -> Any:
+        raise StorageError("database write failed: OperationalError")
+
+    monkeypatch.setattr(api.services, "ingest_spans", away)
+    reply = _post(api, orjson.dumps({"resourceSpans": []}), JSON)
+    assert_error(reply, 503, "storage_unavailable")
+    assert reply.headers["retry-after"] == "5"

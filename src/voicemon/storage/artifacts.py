@@ -286,7 +286,11 @@ def stream_artifacts(conn: Connection, f: ArtifactFilter) -> Iterator[ArtifactSt
     c = artifacts.c
     query = select(artifacts).where(*_filter_conditions(f)).order_by(c.listed_at_ms, c.artifact_id, c.owner)
     result = conn.execution_options(yield_per=STREAM_BATCH_ROWS).execute(query)
-    return (_from_row(row._mapping) for row in result)
+    try:
+        for row in result:
+            yield _from_row(row._mapping)
+    finally:
+        result.close()
 
 
 def count_artifacts(conn: Connection, f: ArtifactFilter) -> int:

@@ -177,7 +177,10 @@ def stream_events(conn: Connection, f: EventFilter, columns: Sequence[str]) -> I
         .order_by(events.c.ts_ms, events.c.seq)
     )
     result = conn.execution_options(yield_per=STREAM_BATCH_ROWS).execute(query)
-    return iter(result)
+    try:
+        yield from result
+    finally:
+        result.close()  # the server-side cursor, also when the reader stops early or the read fails
 
 
 def count_events(conn: Connection, f: EventFilter | None = None) -> int:
