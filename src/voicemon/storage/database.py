@@ -32,9 +32,13 @@ logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CHECKPOINT_EVERY_S = 1.0
-# The background thread restarts the log past this many frames (4 KiB each); SQLite's own copy at
-# commit time is only a backstop, for when the thread cannot keep up.
-SQLITE_RESTART_FRAMES = 65_536
+# The background thread restarts the log past this many frames (4 KiB each, so 64 MiB); SQLite's own
+# copy at commit time is only a backstop, for when the thread cannot keep up.
+SQLITE_RESTART_FRAMES = 16_384
+# The log file's size once it has been copied: a restarted log is cut back to this (journal_size_limit),
+# and a log wholly copied but larger is emptied at once, so a burst does not leave a large file behind.
+SQLITE_LOG_LIMIT_BYTES = 16 * 1024 * 1024
+SQLITE_FRAME_BYTES = 4096 + 24
 SQLITE_AUTOCHECKPOINT_PAGES = 262_144
 CHECKPOINT_NICENESS = 10
 WRITE_OPTION = "voicemon_write"
@@ -211,23 +215,32 @@ class _Checkpointer:
 
 def _checkpoint(conn: Connection) -> None:
     """Copy the log into the database file without blocking writers; once the log has grown long, also
-    restart it.
+    restart it; once it is wholly copied but larger than :data:`SQLITE_LOG_LIMIT_BYTES`, empty it.
 
     Under steady writes a passive copy never leaves the log empty (a commit lands during every copy),
     so the log is never restarted and only grows; SQLite's own size threshold then made the committing
     writer copy it, holding every waiting request for 15 to 40 ms every few seconds. A RESTART holds
     the write lock while it copies the frames left and syncs the file (about 10 to 20 ms here), so it
-    runs only past :data:`SQLITE_RESTART_FRAMES`. With no busy handler it never waits: if a reader is
-    in the way it copies what it can and a later round restarts the log."""
-    _, frames, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    runs only past :data:`SQLITE_RESTART_FRAMES`. A restarted log is reused from its start, and cut back
+    to the limit by the next writer (``journal_size_limit``). After a burst the log is copied but not
+    restarted, and would keep its size while the server runs: a TRUNCATE then empties it, with nothing
+    left to copy. With no busy handler neither ever waits: if a reader or a writer is in the way, a later
+    round does it."""
+    busy, frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     if frames < SQLITE_RESTART_FRAMES:
+        if not busy and frames == copied and frames * SQLITE_FRAME_BYTES > SQLITE_LOG_LIMIT_BYTES:
+            _without_waiting(conn, "PRAGMA wal_checkpoint(TRUNCATE)")
         return
     # A long copy lets many commits land meanwhile: copy those too without the lock, so that the
     # restart holds it only for the few frames of the last moments.
     conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    _without_waiting(conn, "PRAGMA wal_checkpoint(RESTART)")
+
+
+def _without_waiting(conn: Connection, statement: str) -> None:
     conn.exec_driver_sql("PRAGMA busy_timeout=0")
     try:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()
+        conn.exec_driver_sql(statement).one()
     finally:
         conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
@@ -252,6 +265,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         # A safety net only: the background checkpointer keeps the log far below this many pages.
         cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
+        cursor.execute(f"PRAGMA journal_size_limit={SQLITE_LOG_LIMIT_BYTES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
