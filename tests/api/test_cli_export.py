@@ -4,6 +4,7 @@ or none, and usage errors that name the option."""
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,19 @@ def _whole(count: int) -> Export:
             yield (f"e-{i}", "artifact_received", *([None] * 21))
 
     return Export(ExportKind.EVENTS, rows, lambda: count)
+
+
+def test_the_file_gets_the_usual_permissions_and_a_missing_folder_is_a_clean_error(cli: Cli) -> None:
+    done = cli.run("export", "events", "--format", "jsonl", "-o", "new.jsonl")
+    assert done.returncode == 0, done.stderr
+    assert (cli.cwd / "new.jsonl").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    missing = cli.run("export", "events", "--format", "csv", "-o", "no/such/folder/out.csv")
+    assert missing.returncode == 1
+    assert "the export failed" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -9,6 +9,7 @@ import gzip
 import os
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,27 @@ def test_refused_spans_are_counted_and_store_nothing(api: Api) -> None:
     assert found[("voicemon_otlp_spans_total", (("outcome", "rejected"),))] == 2
 
 
+def _truncated_gzip(data: bytes) -> bytes:
+    """A gzip stream cut before its end (no trailer): it must not read as a shorter request."""
+    deflate = zlib.compressobj(wbits=31)
+    return deflate.compress(data) + deflate.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _many_spans(count: int) -> bytes:
+    span = {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "x"}
+    return orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span] * count}]}]})
+
+
+def test_any_otlp_json_integer_is_read_even_a_negative_one(api: Api) -> None:
+    body = orjson.loads(_many_spans(1))
+    body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"] = [
+        {"key": "http.response.delta", "value": {"intValue": "-5"}}
+    ]
+    reply = _post(api, orjson.dumps(body), JSON)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {}, "a span that is not voicemon's is ignored, not rejected"
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "headers", "status", "code"),
     [
@@ -269,8 +291,21 @@ def test_refused_spans_are_counted_and_store_nothing(api: Api) -> None:
         (b"\0" * (9 * 1024 * 1024), PROTOBUF, {}, 413, "payload_too_large"),
         (b"{}", "text/plain", {}, 415, "unsupported_media_type"),
         (b"{}", JSON, {"Content-Encoding": "br"}, 415, "unsupported_media_type"),
+        (_truncated_gzip(b'{"resourceSpans": []}'), JSON, {"Content-Encoding": "gzip"}, 400, "invalid_gzip"),
+        (_many_spans(10_001), JSON, {}, 413, "too_many_spans"),
     ],
-    ids=["protobuf", "json", "shape", "gzip", "gzip-bomb", "oversized", "content-type", "encoding"],
+    ids=[
+        "protobuf",
+        "json",
+        "shape",
+        "gzip",
+        "gzip-bomb",
+        "oversized",
+        "content-type",
+        "encoding",
+        "truncated-gzip",
+        "too-many-spans",
+    ],
 )
 def test_a_bad_body_gets_its_status_and_stores_nothing(
     api: Api, body: bytes, content_type: str, headers: dict[str, str], status: int, code: str | None

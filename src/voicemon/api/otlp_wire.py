@@ -9,6 +9,9 @@ JSON codec would read them, giving 24-byte trace ids), enums are integers (their
 
 from __future__ import annotations
 
+import base64
+import math
+import re
 import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -30,6 +33,7 @@ JSON = "application/json"
 MAX_DECODED_BYTES = 16 * 1024 * 1024
 """The largest body after decompression; checked while decompressing, so a gzip bomb costs nothing."""
 
+_INTEGER = re.compile(r"-?[0-9]+")
 _STATUS_NAMES = {
     "STATUS_CODE_UNSET": STATUS_UNSET,
     "STATUS_CODE_OK": STATUS_OK,
@@ -58,13 +62,7 @@ def decoded_body(body: bytes, content_encoding: str | None) -> bytes:
     if encoding == "identity":
         data = body
     elif encoding == "gzip":
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            data = inflater.decompress(body, MAX_DECODED_BYTES + 1)
-        except zlib.error as exc:
-            raise BadRequest(f"is not valid gzip: {exc}", code="invalid_gzip", field="body") from None
-        if len(data) > MAX_DECODED_BYTES or inflater.unconsumed_tail:
-            raise PayloadTooLarge(f"the decompressed body is over {MAX_DECODED_BYTES} bytes")
+        data = _gunzip(body)
     else:
         raise UnsupportedMediaType(
             f"Content-Encoding must be gzip or identity, not {encoding}", field="Content-Encoding"
@@ -72,6 +70,28 @@ def decoded_body(body: bytes, content_encoding: str | None) -> bytes:
     if len(data) > MAX_DECODED_BYTES:
         raise PayloadTooLarge(f"the body is over {MAX_DECODED_BYTES} bytes")
     return data
+
+
+def _gunzip(body: bytes) -> bytes:
+    """Every member of a gzip stream, whole: a truncated stream is refused, not read as a shorter one."""
+    pieces: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            piece = inflater.decompress(rest, MAX_DECODED_BYTES + 1 - size)
+        except zlib.error as exc:
+            raise BadRequest(f"is not valid gzip: {exc}", code="invalid_gzip", field="body") from None
+        size += len(piece)
+        if size > MAX_DECODED_BYTES or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"the decompressed body is over {MAX_DECODED_BYTES} bytes")
+        if not inflater.eof:
+            raise BadRequest("is not valid gzip: the stream ends early", code="invalid_gzip", field="body")
+        pieces.append(piece)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(pieces)
 
 
 def decode_spans(data: bytes, kind: str) -> list[Span]:
@@ -135,6 +155,10 @@ def _any(value: AnyValue) -> Any:
         return [_any(v) for v in value.array_value.values]
     if which == "kvlist_value":
         return {kv.key: _any(kv.value) for kv in value.kvlist_value.values}
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()  # as OTLP/JSON carries bytes
+    if which == "double_value":
+        return _double(value.double_value)
     return getattr(value, which)
 
 
@@ -196,11 +220,17 @@ def _int(value: Any) -> int:
         raise TypeError("a time must be an integer")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
         return int(value)
     if value is None:
         return 0
     raise TypeError(f"{value!r} is not an integer")
+
+
+def _double(value: Any) -> float | None:
+    """A double as a finite float (JSON may carry it as a string); NaN and infinities as no value."""
+    number = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _hex(value: Any) -> str:
@@ -222,8 +252,10 @@ def _json_any(value: Any) -> Any:
     if not isinstance(value, Mapping) or not value:
         return None
     (kind, inner), *_ = value.items()
-    if kind in ("stringValue", "string_value", "boolValue", "bool_value", "doubleValue", "double_value"):
+    if kind in ("stringValue", "string_value", "boolValue", "bool_value"):
         return inner
+    if kind in ("doubleValue", "double_value"):
+        return _double(inner)
     if kind in ("intValue", "int_value"):
         return _int(inner)
     if kind in ("arrayValue", "array_value"):

@@ -49,6 +49,16 @@ def write_export(export: Export, fmt: ExportFormat, output: Path | None, err: Co
     return rows
 
 
+def _mode_for(output: Path) -> int:
+    """The permissions FILE would get from a plain ``open`` (its own if it exists), not mkstemp's 0600."""
+    try:
+        return output.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextmanager
 def _destination(output: Path | None) -> Iterator[IO[bytes]]:
     if output is None:
@@ -58,6 +68,7 @@ def _destination(output: Path | None) -> Iterator[IO[bytes]]:
     directory = output.resolve().parent
     handle, partial = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=directory)
     try:
+        os.fchmod(handle, _mode_for(output))
         with os.fdopen(handle, "wb") as out:
             yield out
             out.flush()

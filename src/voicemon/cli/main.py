@@ -394,9 +394,10 @@ def export_command(
                 export = svc.exports.orgs(SYSTEM, r)
         try:
             rows = write_export(export, ExportFormat(fmt.value), output, err)
-        except VoicemonError as exc:
+        except (VoicemonError, OSError) as exc:
+            why = exc.message if isinstance(exc, VoicemonError) else f"{exc.strerror or exc}"
             untouched = f"; {output} was not written" if output else ""
-            err.print(f"[red]error:[/red] the export failed: {exc.message}{untouched}", highlight=False)
+            err.print(f"[red]error:[/red] the export failed: {why}{untouched}", highlight=False)
             raise typer.Exit(1) from exc
     where = f" to {output}" if output else ""
     err.print(f"exported {rows} {kind.value} rows{where}", highlight=False)

@@ -194,10 +194,13 @@ class Services:
         events of the accepted spans are committed. Refused spans are counted and logged, since the
         common exporters never read the reply."""
         require_role(principal, *WRITERS)
-        keep, report = span_batch(spans, principal, self.clock.now_ms(), self.settings.event_retention_ms)
+        # Off the event loop: a large request maps and validates for a while (as the writer commits).
+        keep, report, items = await asyncio.to_thread(
+            span_batch, spans, principal, self.clock.now_ms(), self.settings.event_retention_ms
+        )
         started = time.perf_counter()
         inserted = await asyncio.wrap_future(self.writer.submit(keep))
-        self._ingested(report.events, keep, inserted, [], started)
+        self._ingested(report.events, keep, inserted, items, started)
         self.telemetry.otlp_spans.labels("accepted").inc(report.accepted_spans)
         self.telemetry.otlp_spans.labels("ignored").inc(report.ignored_spans)
         if report.refused:

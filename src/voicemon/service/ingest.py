@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -150,9 +151,10 @@ class SpanResult:
 
 def span_batch(
     spans: Sequence[Span], principal: Principal, now_ms: int, event_retention_ms: int
-) -> tuple[list[Event], SpanResult]:
-    """The events of ``spans`` that may be stored (every event of each span that is wholly valid), and
-    the report (its ``events.accepted`` and ``duplicates`` are filled in once they are committed)."""
+) -> tuple[list[Event], SpanResult, list[dict[str, Any]]]:
+    """The events of ``spans`` that may be stored (every event of each span that is wholly valid), the
+    report (its ``events.accepted`` and ``duplicates`` are filled in once they are committed), and the
+    event objects the spans mapped to (which the rejections' indexes point into)."""
     mapped = map_spans(spans)
     valid, rejected = validate_items(mapped.items, principal, now_ms, event_retention_ms)
     refused = dict(mapped.refused)
@@ -168,4 +170,4 @@ def span_batch(
         ignored_spans=mapped.ignored,
         events=IngestResult(rejected=rejected),
     )
-    return keep, report
+    return keep, report, mapped.items

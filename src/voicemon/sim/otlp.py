@@ -9,6 +9,10 @@ through the stock OpenTelemetry SDK and its OTLP/HTTP protobuf exporter:
   attributes (``gen_ai.response.model``, ``gen_ai.usage.cost``) or ``voicemon.metadata.*``;
 - every other event is a span of no length with ``voicemon.event_type``.
 
+An OpenTelemetry span is exported only once it ends, so a stage that never ends (``--incident
+stuck_artifacts``) is not seen at all this way: voicemon sees such a note stop after its previous stage,
+and judges it stuck from there.
+
 Only ``simulate --otlp`` imports this module: the rest of the simulator needs no OpenTelemetry package.
 """
 
