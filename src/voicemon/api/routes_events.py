@@ -6,7 +6,7 @@ import json
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from voicemon.api.bodies import not_json
@@ -120,20 +120,16 @@ async def post_events(request: Request, services: ServicesDep, principal: Princi
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-@router.get("", response_model=EventPage, summary="List events, newest first")
-def get_events(
-    services: ServicesDep,
-    principal: PrincipalDep,
-    limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
+def event_filter(
     event_type: EventType | None = None,
     pipeline_stage: Stage | None = None,
     organization_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     artifact_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     start: Annotated[str | None, Query(description="inclusive; RFC 3339 or epoch ms")] = None,
     end: Annotated[str | None, Query(description="exclusive; RFC 3339 or epoch ms")] = None,
-) -> dict[str, Any]:
-    f = EventFilter(
+) -> EventFilter:
+    """The filters of the event list (and of its export), from the query string."""
+    return EventFilter(
         event_type=event_type.value if event_type else None,
         pipeline_stage=pipeline_stage.value if pipeline_stage else None,
         organization_id=organization_id,
@@ -141,6 +137,19 @@ def get_events(
         start_ms=parse_time_text("start", start),
         end_ms=parse_time_text("end", end),
     )
+
+
+EventFilterDep = Annotated[EventFilter, Depends(event_filter)]
+
+
+@router.get("", response_model=EventPage, summary="List events, newest first")
+def get_events(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    f: EventFilterDep,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> dict[str, Any]:
     page = services.queries.list_events(principal, f, cursor, limit)
     return {"items": [event_out(e) for e in page.items], "next_cursor": page.next_cursor}
 

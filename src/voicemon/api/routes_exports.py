@@ -21,12 +21,11 @@ from starlette.concurrency import run_in_threadpool
 
 from voicemon.api.deps import PrincipalDep, ServicesDep
 from voicemon.api.routes_artifacts import FailedStage, OrganizationQuery, StatusFilter
+from voicemon.api.routes_events import EventFilterDep
 from voicemon.api.routes_metrics import OrgQuery, RangeDep
 from voicemon.api.schemas import ErrorReply
 from voicemon.domain.exports import ExportFormat
-from voicemon.domain.model import EventType, Stage
-from voicemon.domain.records import EventFilter
-from voicemon.domain.timeutil import format_time, parse_time_text
+from voicemon.domain.timeutil import format_time
 from voicemon.service import Services
 from voicemon.service.exports import Export
 
@@ -98,24 +97,8 @@ def _file(services: Services, export: Export, fmt: ExportFormat) -> StreamingRes
     summary="The events of the event list's filters as a file, oldest first",
 )
 def export_events(
-    services: ServicesDep,
-    principal: PrincipalDep,
-    fmt: FormatQuery,
-    event_type: EventType | None = None,
-    pipeline_stage: Stage | None = None,
-    organization_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-    artifact_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-    start: Annotated[str | None, Query(description="inclusive; RFC 3339 or epoch ms")] = None,
-    end: Annotated[str | None, Query(description="exclusive; RFC 3339 or epoch ms")] = None,
+    services: ServicesDep, principal: PrincipalDep, fmt: FormatQuery, f: EventFilterDep
 ) -> StreamingResponse:
-    f = EventFilter(
-        event_type=event_type.value if event_type else None,
-        pipeline_stage=pipeline_stage.value if pipeline_stage else None,
-        organization_id=organization_id,
-        artifact_id=artifact_id,
-        start_ms=parse_time_text("start", start),
-        end_ms=parse_time_text("end", end),
-    )
     return _file(services, services.exports.events(principal, f), fmt)
 
 
