@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from tests.helpers import VOICEMON
+from voicemon.domain.access import SYSTEM
 from voicemon.service import Services
 from voicemon.settings import Settings
 from voicemon.storage import Database, migrate
@@ -43,6 +44,14 @@ class Cli:
             migrate.upgrade(db)
         finally:
             db.dispose()
+
+    def key(self, role: str = "staff", name: str = "test") -> str:
+        """A new key's secret, made in-process on this database (schema migrated)."""
+        svc = self.services()
+        try:
+            return svc.keys.create(SYSTEM, role, None, name).secret
+        finally:
+            svc.db.dispose()
 
     def services(self) -> Services:
         """In-process services on the same database, schema migrated; the caller disposes of ``db``."""

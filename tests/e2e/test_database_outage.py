@@ -16,7 +16,6 @@ from sqlalchemy.engine import make_url
 from tests.api.cli_runner import Cli
 from tests.conftest import BACKEND, postgres_database
 from tests.helpers import ServerProcess, TcpProxy, ev, wait_for
-from voicemon.domain.access import SYSTEM
 
 pytestmark = pytest.mark.skipif(BACKEND != "postgresql", reason="a database server that goes away")
 
@@ -37,11 +36,7 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
         url = make_url(direct)
         proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
         cli = Cli(work, direct)
-        svc = cli.services()
-        try:
-            key = svc.keys.create(SYSTEM, "staff", None, "outage").secret
-        finally:
-            svc.db.dispose()
+        key = cli.key(name="outage")
         relayed = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         server = ServerProcess({**cli.env, "VOICEMON_DATABASE_URL": relayed}, work / "serve.log")
         server.start()

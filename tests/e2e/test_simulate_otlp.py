@@ -14,7 +14,6 @@ import pytest
 from tests.api.cli_runner import Cli
 from tests.conftest import process_database
 from tests.helpers import ServerProcess
-from voicemon.domain.access import SYSTEM
 from voicemon.sim import DerivedStore, SimConfig, Simulator
 
 
@@ -33,11 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cli, Serv
     work = tmp_path_factory.mktemp("simulate-otlp")
     with process_database(tmp_path_factory, "simulate_otlp") as url:
         cli = Cli(work, url)
-        svc = cli.services()
-        try:
-            key = svc.keys.create(SYSTEM, "staff", None, "sim").secret
-        finally:
-            svc.db.dispose()
+        key = cli.key(name="sim")
         process = ServerProcess(cli.env, work / "serve.log")
         process.start()
         try:

@@ -15,7 +15,6 @@ import pytest
 from tests.api.cli_runner import Cli
 from tests.conftest import process_database
 from tests.helpers import ServerProcess, ev
-from voicemon.domain.access import SYSTEM
 
 TRIALS = 3
 BATCHES_PER_TRIAL = 40
@@ -27,11 +26,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
     work = tmp_path_factory.mktemp("survival")
     with process_database(tmp_path_factory, "survival") as url:
         cli = Cli(work, url)
-        svc = cli.services()
-        try:
-            key = svc.keys.create(SYSTEM, "staff", None, "survival").secret
-        finally:
-            svc.db.dispose()
+        key = cli.key(name="survival")
         process = ServerProcess({**cli.env, "VOICEMON_KEY_CACHE_S": "60"}, work / "serve.log")
         process.start()
         try:
