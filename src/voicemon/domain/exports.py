@@ -330,12 +330,13 @@ def _uncounted(_: int) -> None:
 
 
 def encode(
-    fmt: ExportFormat, kind: ExportKind, rows: Iterable[Row], counted: Counted = _uncounted
+    fmt: ExportFormat, kind: ExportKind, rows: Iterable[Row], counted: Counted | None = None
 ) -> Generator[bytes, None, None]:
     """The file of ``kind``'s rows, in pieces of :data:`ROWS_PER_CHUNK` rows (the CSV header comes with
     the first piece); ``counted`` is told each piece's number of rows before it is yielded. Nothing is
     held beyond one piece, whatever the number of rows."""
     columns = COLUMNS[kind]
+    counted = counted or _uncounted
     if fmt is ExportFormat.CSV:
         return _csv(columns, rows, counted)
     return _jsonl(columns, rows, counted, omit_platform_org=kind is ExportKind.HISTORY)

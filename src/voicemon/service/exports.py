@@ -58,8 +58,6 @@ class Export:
         self, fmt: ExportFormat, counted: Callable[[int], None] | None = None
     ) -> Generator[bytes, None, None]:
         """The file in ``fmt``, in pieces; ``counted`` is told how many rows each piece holds."""
-        if counted is None:
-            return encode(fmt, self.kind, self.rows())
         return encode(fmt, self.kind, self.rows(), counted)
 
 
@@ -93,15 +91,18 @@ class Exports:
         require_role(principal, *READERS)
         org = visible_organization(principal, organization_id)
 
+        def the_filter(now_ms: int) -> ArtifactFilter:
+            # "stuck" is judged at the moment of each read.
+            return ArtifactFilter(status, org, now_ms - self._stuck_after_ms, failed_stage)
+
         def rows() -> Iterator[Row]:
             now_ms = self._clock.now_ms()
-            f = ArtifactFilter(status, org, now_ms - self._stuck_after_ms, failed_stage)
             with self._db.read() as conn:
-                for state in artifact_store.stream_artifacts(conn, f):
+                for state in artifact_store.stream_artifacts(conn, the_filter(now_ms)):
                     yield artifact_cells(state, state.is_stuck(now_ms, self._stuck_after_ms))
 
         def count() -> int:
-            f = ArtifactFilter(status, org, self._clock.now_ms() - self._stuck_after_ms, failed_stage)
+            f = the_filter(self._clock.now_ms())
             return self._count(lambda c: artifact_store.count_artifacts(c, f))
 
         return Export(ExportKind.ARTIFACTS, rows, count)
