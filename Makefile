@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 PG_ADMIN_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install check test test-sqlite test-postgresql demo bench clean
+.PHONY: install check test test-sqlite test-postgresql soak demo bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,15 @@ test-sqlite: check
 
 test-postgresql: check
 	VOICEMON_TEST_DB=postgresql VOICEMON_TEST_PG_ADMIN_URL=$(PG_ADMIN_URL) $(BIN)/pytest -q -p no:cacheprovider
+
+# The long versions of the survival tests (SPEC 20): 24 kill -9 trials on each database, three simulated
+# days of two servers and a worker on one PostgreSQL, the outage and the aggregation crash (minutes).
+SOAK_TESTS := tests/e2e/test_survival.py tests/integration/test_aggregation_crash.py
+soak: $(STAMP)
+	VOICEMON_SOAK=1 VOICEMON_TEST_DB=sqlite $(BIN)/pytest -q -p no:cacheprovider $(SOAK_TESTS)
+	VOICEMON_SOAK=1 VOICEMON_TEST_DB=postgresql VOICEMON_TEST_PG_ADMIN_URL=$(PG_ADMIN_URL) \
+		$(BIN)/pytest -q -p no:cacheprovider $(SOAK_TESTS) tests/e2e/test_replicas.py \
+		tests/e2e/test_database_outage.py
 
 demo: $(STAMP)
 	PORT=$(PORT) $(BIN)/voicemon demo --port $(PORT)

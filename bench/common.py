@@ -14,6 +14,7 @@ from voicemon.domain.periods import touched_periods
 from voicemon.domain.timeutil import HOUR_MS
 from voicemon.service import Services
 from voicemon.service.ingest import validate_items
+from voicemon.service.partitions import EventPartitions
 from voicemon.settings import Settings
 from voicemon.storage import artifacts as artifact_store
 from voicemon.storage.counters import add_to_buckets
@@ -54,6 +55,7 @@ class Sizes:
     alert_events: int
     export_events: int
     otlp_spans: int
+    retention_events: int
 
 
 FULL = Sizes(
@@ -72,14 +74,19 @@ FULL = Sizes(
     100_000,
     1_000_000,
     100_000,
+    1_000_000,
 )
-QUICK = Sizes(20_000, 3, 20_000, 20_000, 100_000, 100, 90, 200, 30, 150, 10_000, 200, 20_000, 100_000, 10_000)
+QUICK = Sizes(
+    20_000, 3, 20_000, 20_000, 100_000, 100, 90, 200, 30, 150, 10_000, 200, 20_000, 100_000, 10_000, 100_000
+)
 
 
 def services_for(url: str, clock: Any = None, **overrides: Any) -> Services:
     settings = Settings(database_url=url, key_cache_s=5, event_retention_h=240, **overrides)
     svc = Services(settings, clock or SystemClock())
     svc.start()
+    # As the partition-events job would (PostgreSQL): the day partitions of the retention window.
+    EventPartitions(svc.db, svc.clock, settings).ensure()
     return svc
 
 

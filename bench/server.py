@@ -39,18 +39,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(url: str) -> Iterator[str]:
-    with server_process(url) as (base, _):
+def running_server(url: str, workers: int = 1) -> Iterator[str]:
+    with server_process(url, workers) as (base, _):
         yield base
 
 
 @contextmanager
-def server_process(url: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The server and its process (to watch its memory); ``env`` adds settings."""
+def server_process(url: str, workers: int = 1, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The server and its process (to watch its memory); ``env`` adds settings. One process is pinned
+    to its core; several (``--workers``, PostgreSQL) have every core."""
     port = free_port()
     voicemon = str(Path(sys.executable).with_name("voicemon"))
     cmd = [voicemon, "serve", "--no-scheduler", "--host", "127.0.0.1", "--port", str(port)]
-    if cores() >= 2:
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    elif cores() >= 2:
         cmd = ["taskset", "-c", str(SERVER_CORE), *cmd]
     env = dict(os.environ, VOICEMON_DATABASE_URL=url, VOICEMON_EVENT_RETENTION_H="240", **env)
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -22,12 +22,16 @@ from voicemon.api import create_app
 from voicemon.clock import FakeClock
 from voicemon.domain.access import SYSTEM, Principal, Role
 from voicemon.service import Services
+from voicemon.service.partitions import EventPartitions
 from voicemon.settings import Settings
 from voicemon.storage import Database, dialect, migrate
 from voicemon.storage.tables import metadata
 
 # A fixed "now" well inside a UTC hour: 2026-12-07T02:40:00Z.
 NOW_MS = 1_796_563_200_000 + 13 * 3_600_000 + 20 * 60_000
+
+# On PostgreSQL, the test database has day partitions from this many days before NOW_MS on.
+PARTITIONED_DAYS_BACK = 10
 
 BACKEND = os.environ.get("VOICEMON_TEST_DB", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -69,6 +73,10 @@ def pg_url() -> Iterator[str | None]:
     with postgres_database("voicemon_test") as url:
         db = Database(url)
         migrate.upgrade(db)
+        # The day partitions of raw events around the tests' clock, as the partition-events job makes
+        # them (most test events go to a day partition; the rest to the default one).
+        reach = Settings(database_url=url, event_retention_h=PARTITIONED_DAYS_BACK * 24)
+        EventPartitions(db, FakeClock(NOW_MS), reach).ensure()
         db.dispose()
         yield url
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,15 @@ _ids = itertools.count(1)
 
 # The console script of the environment the tests run in.
 VOICEMON = Path(sys.executable).with_name("voicemon")
+
+
+SOAK = os.environ.get("VOICEMON_SOAK") == "1"
+"""``make soak``: the survival tests run their long versions."""
+
+
+def soaked(normal: int, long: int) -> int:
+    """A trial count: ``long`` under ``make soak``, else ``normal`` (seconds, for every CI run)."""
+    return long if SOAK else normal
 
 
 def ev(
@@ -102,10 +112,20 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 
 
 class ServerProcess:
-    """``voicemon serve --no-scheduler`` as a child process that can be stopped, killed and restarted
-    on the same port and database."""
+    """``voicemon serve --no-scheduler`` (or, with ``scheduler``, with its scheduler; ``extra``: more
+    options) as a child process that can be stopped, killed and restarted on the same port and
+    database."""
 
-    def __init__(self, env: dict[str, str], log: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        port: int | None = None,
+        *,
+        scheduler: bool = False,
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.args = [*([] if scheduler else ["--no-scheduler"]), *extra]
         self.env = env
         self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -120,7 +140,7 @@ class ServerProcess:
         assert not self.running
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [str(VOICEMON), "serve", "--no-scheduler", "--host", "127.0.0.1", "--port", str(self.port)],
+                [str(VOICEMON), "serve", *self.args, "--host", "127.0.0.1", "--port", str(self.port)],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

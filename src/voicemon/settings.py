@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     schedule_cleanup_snapshots: str = "30 4 * * 0"
     schedule_cleanup_events: str = "0 5 * * 0"
     schedule_evaluate_alerts: str = "*/5 * * * *"
+    # PostgreSQL: the daily partitions of raw events are created this many days ahead (SPEC 19).
+    schedule_partition_events: str = "15 * * * *"
+    event_partitions_ahead_d: int = Field(default=3, ge=1, le=60)
     # Alerts (SPEC 14, 15): history kept this long after resolution; notification channels, each optional.
     alert_retention_d: int = Field(default=90, ge=1)
     alert_webhook_url: str | None = None

@@ -14,9 +14,9 @@ import pytest
 
 from tests.api.cli_runner import Cli
 from tests.conftest import process_database
-from tests.helpers import ServerProcess, ev
+from tests.helpers import ServerProcess, ev, soaked
 
-TRIALS = 3
+TRIALS = soaked(3, 24)
 BATCHES_PER_TRIAL = 40
 EVENTS_PER_BATCH = 100
 

@@ -195,6 +195,7 @@ def test_two_schedulers_run_each_tick_exactly_once(db_url: str, clock: FakeClock
             "cleanup-snapshots": 1,  # weekly, last Sunday (the 48 hours start on a Monday)
             "cleanup-events": 1,
             "evaluate-alerts": 288,  # every 5 minutes: once per step of 10 simulated minutes
+            "partition-events": 49,  # :15 of the hour before the start, then every hour of 48
         }
     finally:
         for svc in pair:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, text
 
+from voicemon.domain.partitions import day_of, name_of
 from voicemon.errors import IntegrityConflict
 from voicemon.service import Services
 from voicemon.storage import Database, migrate
+from voicemon.storage.partitions import list_partitions
 from voicemon.storage.tables import metadata
 
 
@@ -88,5 +90,60 @@ def test_from_status_migration_marks_every_earlier_retry_failed(db_url: str) -> 
         # The default served the rows written before; a new row must say what it started from.
         with pytest.raises(IntegrityConflict), db.write() as conn:
             conn.execute(text(retry), {"r": "r3", "a": "x3", "s": "pending"})
+    finally:
+        db.dispose()
+
+
+def test_partitioning_migration_keeps_every_event(db_url: str) -> None:
+    """0009 partitions events by day on PostgreSQL (and moves the unique guard to (event_id, ts_ms) on
+    both): every row is copied with its sequence number, into the partition of its day, and the next
+    event is numbered after them."""
+    db = Database(db_url)
+    try:
+        with db.write() as conn:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        migrate.upgrade(db, "0008")
+        day = 86_400_000
+        t0 = 1_796_515_200_000  # 2026-12-06T00:00Z
+        rows = [
+            {"e": f"m-{i}", "t": t0 + (i % 3) * day + i * 1000, "o": None if i % 4 == 0 else f"org-{i % 2}"}
+            for i in range(30)
+        ]
+        insert = (
+            "INSERT INTO events (event_id, event_type, organization_id, ts_ms, received_ms, cost_nusd)"
+            " VALUES (:e, 'artifact_received', :o, :t, :t, 7)"
+        )
+        with db.write() as conn:
+            conn.execute(text(insert), rows)
+        read = "SELECT seq, event_id, organization_id, ts_ms, cost_nusd FROM events ORDER BY seq"
+        with db.read() as conn:
+            before = [tuple(r) for r in conn.execute(text(read))]
+        assert len(before) == len(rows)
+
+        migrate.upgrade(db)
+
+        with db.read() as conn:
+            assert [tuple(r) for r in conn.execute(text(read))] == before
+            if not db.is_sqlite:
+                homes = conn.execute(text("SELECT ts_ms, tableoid::regclass::text FROM events"))
+                assert {(name_of(day_of(ts)), where) for ts, where in homes} == {
+                    (where, where) for where in ("events_p20261206", "events_p20261207", "events_p20261208")
+                }
+                assert [p.name for p in list_partitions(conn)] == [
+                    "events_p20261206",
+                    "events_p20261207",
+                    "events_p20261208",
+                ]
+        assert migrate.pending_differences(db) == []
+        with db.write() as conn:
+            conn.execute(text(insert), {"e": "m-new", "o": None, "t": t0})
+        with db.read() as conn:
+            newest = conn.execute(text("SELECT seq FROM events WHERE event_id = 'm-new'")).scalar_one()
+        assert newest > max(r[0] for r in before)
+        # The guard: the same event (id and timestamp) cannot be stored twice.
+        with pytest.raises(IntegrityConflict), db.write() as conn:
+            conn.execute(text(insert), {"e": "m-new", "o": None, "t": t0})
     finally:
         db.dispose()

@@ -22,8 +22,13 @@ warning level).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -121,11 +126,13 @@ def protocol_for(settings: Settings) -> type[GuardedHttpProtocol]:
 
 class AnnouncingServer(uvicorn.Server):
     """A uvicorn server that prints ``voicemon listening on http://HOST:PORT`` to stderr once bound (with
-    the port the system chose, when asked for port 0)."""
+    the port the system chose, when asked for port 0); ``announce`` False keeps it quiet."""
+
+    announce = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if not self.started:
+        if not self.started or not self.announce:
             return
         for server in self.servers:
             for bound in server.sockets:
@@ -149,3 +156,74 @@ def build_server(app: Any, settings: Settings, host: str, port: int) -> Announci
         timeout_keep_alive=settings.keep_alive_s,
     )
     return AnnouncingServer(config)
+
+
+STARTUP_FAILED = 3
+"""Exit status of a server process whose app did not start (uvicorn's own)."""
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket that forked server processes share (the kernel hands each new
+    connection to one of them)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_forked(build: Callable[[], AnnouncingServer], sock: socket.socket, workers: int) -> int:
+    """Run ``workers`` server processes on ``sock``, each a whole server of its own (app, writer, pools)
+    built by ``build`` after the fork; the first announces the address once it accepts.
+
+    The parent only watches: SIGTERM or SIGINT stops every process (each finishes the requests it has),
+    a process that dies after it started is started again, and one whose app did not start stops them
+    all (returns :data:`STARTUP_FAILED`). Returns 0 after a requested stop."""
+    children: dict[int, int] = {}
+    stopping = False
+
+    def start(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                server = build()
+                server.announce = index == 0
+                server.run(sockets=[sock])
+                code = 0 if server.started else STARTUP_FAILED
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(workers):
+        start(index)
+    result = 0
+    while children:
+        pid, status = os.wait()
+        index = children.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            continue
+        if code == STARTUP_FAILED:
+            result = STARTUP_FAILED
+            stop(signal.SIGTERM, None)
+            continue
+        sys.stderr.write(f"voicemon server process {index} ended (status {code}); starting it again\n")
+        sys.stderr.flush()
+        time.sleep(1)
+        start(index)
+    sock.close()
+    return result

@@ -24,6 +24,7 @@ from voicemon.domain.access import SYSTEM, Role
 from voicemon.errors import NotFoundError, ValidationError, VoicemonError
 
 if TYPE_CHECKING:
+    from voicemon.api.server import AnnouncingServer
     from voicemon.service import Services
 
 # Each command imports the server, the simulator or the HTTP client when it runs, not here: `--help` and
@@ -432,20 +433,46 @@ def worker() -> None:
 
 @app.command("serve")
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on", min=1, max=65535)] = 8000,
     no_scheduler: Annotated[
         bool, typer.Option("--no-scheduler", help="do not run scheduled jobs here")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(help="server processes sharing the port (PostgreSQL; each is a whole server)", min=1),
+    ] = 1,
 ) -> None:
     """Run the HTTP API (migrates the database first)."""
     from voicemon.api import create_app
-    from voicemon.api.server import build_server
+    from voicemon.api.server import build_server, listening_socket, serve_forked
+    from voicemon.service import Services
     from voicemon.settings import Settings
 
     settings = Settings()
-    application = create_app(settings, run_scheduler=not no_scheduler, own_process=True)
-    build_server(application, settings, host, port).run()
+
+    def build() -> AnnouncingServer:
+        application = create_app(settings, run_scheduler=not no_scheduler, own_process=True)
+        return build_server(application, settings, host, port)
+
+    if workers == 1:
+        build().run()
+        return
+    svc = Services(settings)
+    try:
+        if svc.db.is_sqlite:
+            raise _usage(ctx, "several server processes need PostgreSQL: SQLite has one writer", "--workers")
+        svc.migrate()  # once, before the processes start (each finds the schema up to date)
+    except VoicemonError as exc:
+        raise _fail(exc) from exc
+    finally:
+        svc.db.dispose()
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        raise _fail(VoicemonError(f"cannot listen on {host}:{port}: {exc.strerror}")) from exc
+    raise typer.Exit(serve_forked(build, sock, workers))
 
 
 @app.command("demo")

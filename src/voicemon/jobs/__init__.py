@@ -12,17 +12,19 @@ from voicemon.jobs.runner import JobDefinition, JobOverview, JobRunner
 from voicemon.jobs.scheduler import Scheduler
 from voicemon.service import Services
 from voicemon.service.aggregate import Aggregator
+from voicemon.service.partitions import EventPartitions
 from voicemon.service.retention import Retention
 
 __all__ = ["JobDefinition", "JobOverview", "JobRunner", "Scheduler", "build_runner"]
 
 
 def build_runner(services: Services) -> JobRunner:
-    """The jobs of SPEC 8 and 14, and the minutes job that keeps live hours cheap (decision 0025), wired
+    """The jobs of SPEC 8, 14 and 19, and the minutes job that keeps live hours cheap (decision 0025), wired
     to the service layer."""
     s = services.settings
     agg = Aggregator(services.db, services.clock, s)
     retention = Retention(services.db, services.clock, s)
+    partitions = EventPartitions(services.db, services.clock, s)
 
     def hourly(target_ms: int | None) -> dict[str, object]:
         if target_ms is None:
@@ -63,6 +65,7 @@ def build_runner(services: Services) -> JobRunner:
             "evaluate-alerts", s.schedule_evaluate_alerts, lambda _: services.alerts.evaluate(SYSTEM)
         ),
         JobDefinition("aggregate-minutes", s.schedule_aggregate_minutes, minutes),
+        JobDefinition("partition-events", s.schedule_partition_events, lambda _: partitions.ensure()),
     ]
     return JobRunner(
         services.db,

@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
+from voicemon.domain.partitions import is_partition_name
 from voicemon.storage.database import Database
 from voicemon.storage.tables import metadata
 
@@ -97,5 +98,12 @@ def _sqlite_file_missing(db: Database) -> bool:
 def pending_differences(db: Database) -> list[object]:
     """What the migrated schema lacks compared to the tables in code (empty when in step)."""
     with db.read() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": _declared_or_not_a_partition}
+        )
         return list(compare_metadata(ctx, metadata))
+
+
+def _declared_or_not_a_partition(name: str | None, type_: str, _parents: object) -> bool:
+    """The partitions of ``events`` on PostgreSQL are not tables of their own."""
+    return type_ != "table" or name is None or not is_partition_name(name)
