@@ -40,6 +40,7 @@ from bench.exports import bench_export_events, bench_metrics_scrape
 from bench.otlp import bench_ingest_otlp
 from bench.retention import bench_retention_drop
 from bench.server import pin_load, running_server, unpin
+from bench.tier import bench_design_tier
 from bench.workload import batches, events
 from voicemon.clock import FakeClock, SystemClock
 from voicemon.domain.access import SYSTEM
@@ -750,7 +751,7 @@ def main() -> int:
         "--only",
         default="",
         help="comma-separated: ingest,sdk,realtime,aggregate,rollup,ranges,live,alerts,pages,metrics,"
-        "export,otlp,retention",
+        "export,otlp,retention,tier",
     )
     ap.add_argument("--output", default=str(ROOT / "bench-results.json"))
     args = ap.parse_args()
@@ -783,6 +784,7 @@ def main() -> int:
         steps.append(("export", lambda b=backend: bench_export_events(b, sizes)))
         steps.append(("otlp", lambda b=backend: bench_ingest_otlp(b, sizes)))
         steps.append(("retention", lambda b=backend: bench_retention_drop(b, sizes)))
+        steps.append(("tier", lambda b=backend: bench_design_tier(b, sizes)))
         for name, step in steps:
             if wanted and name not in wanted:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy import text
 
 from tests.conftest import BACKEND, NOW_MS, STAFF, Api
 from tests.helpers import ev
+from voicemon.clock import FakeClock
 from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.timeutil import HOUR_MS, MINUTE_MS
 from voicemon.errors import IntegrityConflict, StorageError
@@ -272,3 +274,45 @@ def test_a_database_that_keeps_failing_is_a_503_after_one_retry(
     r = api.call("POST", "/v1/events", json=ev("artifact_received", "gone-1", NOW_MS))
     assert r.status_code == 503, r.text
     assert len(attempts) == 2
+
+
+@pytest.mark.parametrize("artifact", ["race-art", None], ids=["of-an-artifact", "of-no-artifact"])
+def test_the_same_event_sent_twice_at_once_without_a_timestamp_is_stored_once(
+    services: Services, artifact: str | None
+) -> None:
+    """Two servers store the same re-sent event at the same moment. Without a timestamp each stamps its
+    copy with its own clock (here a millisecond apart), so the unique index (event_id, ts_ms) cannot
+    tell them apart; the locks taken before the duplicate check do (the artifact's row, or the guard
+    for an event of no artifact)."""
+    other = Services(services.settings, FakeClock(NOW_MS + 1))
+    other.start()
+    try:
+        rounds = 12
+        kind = "artifact_received" if artifact else "circuit_breaker_opened"
+        for n in range(rounds):
+            body: dict[str, Any] = {"event_id": f"twice-{artifact}-{n}", "event_type": kind}
+            if artifact:
+                body["artifact_id"] = f"{artifact}-{n}"
+            gate = threading.Barrier(2)
+            results: list[Any] = []
+
+            def send(
+                server: Services,
+                event: dict[str, Any] = body,
+                gate: threading.Barrier = gate,
+                results: list[Any] = results,
+            ) -> None:
+                gate.wait()
+                results.append(server.ingest_blocking([event], STAFF))
+
+            threads = [threading.Thread(target=send, args=(s,)) for s in (services, other)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted((r.accepted, r.duplicates) for r in results) == [(0, 1), (1, 0)], n
+    finally:
+        other.stop()
+    with services.db.read() as conn:
+        ids = [r[0] for r in conn.execute(text("SELECT event_id FROM events WHERE event_id LIKE 'twice-%'"))]
+    assert len(ids) == len(set(ids)) == rounds

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy import inspect, text
 
+from tests.conftest import process_database
 from voicemon.domain.partitions import day_of, name_of
 from voicemon.errors import IntegrityConflict
 from voicemon.service import Services
@@ -25,15 +28,28 @@ def test_upgrade_twice_is_a_no_op(services: Services) -> None:
     assert migrate.pending_differences(services.db) == []
 
 
-def test_owner_migration_keeps_every_artifact_and_retry(db_url: str) -> None:
+@pytest.fixture
+def scratch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of this test's own: these tests drop every table, which other tests' shared database
+    must keep (with its partitions)."""
+    with process_database(tmp_path_factory, "migrations") as url:
+        yield url
+
+
+def _start_at(db: Database, revision: str) -> None:
+    """Drop every table, then migrate the empty database up to ``revision`` only."""
+    with db.write() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    migrate.upgrade(db, revision)
+
+
+def test_owner_migration_keeps_every_artifact_and_retry(scratch_url: str) -> None:
     """0004 names artifacts by (owner, id): rows stored before it keep their data and get their owner."""
-    db = Database(db_url)
+    db = Database(scratch_url)
     try:
-        with db.write() as conn:
-            for table in reversed(metadata.sorted_tables):
-                conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        migrate.upgrade(db, "0003")
+        _start_at(db, "0003")
         base = (
             "INSERT INTO artifacts (artifact_id, organization_id, status, first_event_at_ms,"
             " last_event_at_ms, listed_at_ms, event_count, retry_count, total_cost_nusd, stage_started)"
@@ -65,15 +81,11 @@ def test_owner_migration_keeps_every_artifact_and_retry(db_url: str) -> None:
         db.dispose()
 
 
-def test_from_status_migration_marks_every_earlier_retry_failed(db_url: str) -> None:
+def test_from_status_migration_marks_every_earlier_retry_failed(scratch_url: str) -> None:
     """0005 adds retries.from_status: before it only failed artifacts could be retried."""
-    db = Database(db_url)
+    db = Database(scratch_url)
     try:
-        with db.write() as conn:
-            for table in reversed(metadata.sorted_tables):
-                conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        migrate.upgrade(db, "0004")
+        _start_at(db, "0004")
         retry = (
             "INSERT INTO retries (retry_id, owner, artifact_id, stage, attempt, requested_by, status,"
             " created_ms) VALUES (:r, 'org-a', :a, 'full', 1, 'ops', :s, 5)"
@@ -94,17 +106,13 @@ def test_from_status_migration_marks_every_earlier_retry_failed(db_url: str) -> 
         db.dispose()
 
 
-def test_partitioning_migration_keeps_every_event(db_url: str) -> None:
+def test_partitioning_migration_keeps_every_event(scratch_url: str) -> None:
     """0009 partitions events by day on PostgreSQL (and moves the unique guard to (event_id, ts_ms) on
     both): every row is copied with its sequence number, into the partition of its day, and the next
     event is numbered after them."""
-    db = Database(db_url)
+    db = Database(scratch_url)
     try:
-        with db.write() as conn:
-            for table in reversed(metadata.sorted_tables):
-                conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        migrate.upgrade(db, "0008")
+        _start_at(db, "0008")
         day = 86_400_000
         t0 = 1_796_515_200_000  # 2026-12-06T00:00Z
         rows = [

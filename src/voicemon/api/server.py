@@ -28,6 +28,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -178,38 +179,39 @@ def serve_forked(build: Callable[[], AnnouncingServer], sock: socket.socket, wor
     """Run ``workers`` server processes on ``sock``, each a whole server of its own (app, writer, pools)
     built by ``build`` after the fork; the first announces the address once it accepts.
 
-    The parent only watches: SIGTERM or SIGINT stops every process (each finishes the requests it has),
-    a process that dies after it started is started again, and one whose app did not start stops them
-    all (returns :data:`STARTUP_FAILED`). Returns 0 after a requested stop."""
+    The parent only watches. SIGTERM or SIGINT stops every process (each finishes the requests it has).
+    A process that ends is started again, after a pause that doubles while it keeps failing (up to
+    30 s): a database away when it restarts does not stop the others. Only when a process of the first
+    start cannot start its app does the parent stop them all and return :data:`STARTUP_FAILED`. Returns
+    0 after a requested stop."""
     children: dict[int, int] = {}
     stopping = False
+    signals = {signal.SIGTERM, signal.SIGINT}
 
     def start(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the child
-            code = 1
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                server = build()
-                server.announce = index == 0
-                server.run(sockets=[sock])
-                code = 0 if server.started else STARTUP_FAILED
-            finally:
-                os._exit(code)
-        children[pid] = index
+        # Blocked around the fork: a stop that arrives meanwhile is handled once the child is known.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _child(build, sock, index, signals)
+            children[pid] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for signum in signals:
+        signal.signal(signum, stop)
     for index in range(workers):
         start(index)
+    first_start = set(range(workers))
+    pause_s = dict.fromkeys(range(workers), 0.5)
     result = 0
     while children:
         pid, status = os.wait()
@@ -217,13 +219,37 @@ def serve_forked(build: Callable[[], AnnouncingServer], sock: socket.socket, wor
         code = os.waitstatus_to_exitcode(status)
         if stopping:
             continue
-        if code == STARTUP_FAILED:
+        if code == STARTUP_FAILED and index in first_start:
             result = STARTUP_FAILED
             stop(signal.SIGTERM, None)
             continue
-        sys.stderr.write(f"voicemon server process {index} ended (status {code}); starting it again\n")
+        first_start.discard(index)
+        pause_s[index] = min(pause_s[index] * 2, 30.0) if code == STARTUP_FAILED else 1.0
+        again = f"starting it again in {pause_s[index]:g} s"
+        sys.stderr.write(f"voicemon server process {index} ended (status {code}); {again}\n")
         sys.stderr.flush()
-        time.sleep(1)
-        start(index)
+        time.sleep(pause_s[index])
+        if not stopping:
+            start(index)
     sock.close()
     return result
+
+
+def _child(
+    build: Callable[[], AnnouncingServer], sock: socket.socket, index: int, signals: set[signal.Signals]
+) -> None:
+    """A forked server process: serve until stopped, then leave without running the parent's cleanup."""
+    code = STARTUP_FAILED
+    try:
+        for signum in signals:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+        server = build()
+        server.announce = index == 0
+        server.run(sockets=[sock])
+        code = 0 if server.started else STARTUP_FAILED
+    except BaseException:  # the child must always leave through os._exit
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)

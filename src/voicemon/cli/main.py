@@ -9,6 +9,9 @@ created nothing.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +29,7 @@ from voicemon.errors import NotFoundError, ValidationError, VoicemonError
 if TYPE_CHECKING:
     from voicemon.api.server import AnnouncingServer
     from voicemon.service import Services
+    from voicemon.settings import Settings
 
 # Each command imports the server, the simulator or the HTTP client when it runs, not here: `--help` and
 # usage errors answer without loading FastAPI, SQLAlchemy or numpy.
@@ -445,25 +449,44 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the HTTP API (migrates the database first)."""
-    from voicemon.api import create_app
-    from voicemon.api.server import build_server, listening_socket, serve_forked
-    from voicemon.service import Services
     from voicemon.settings import Settings
 
     settings = Settings()
-
-    def build() -> AnnouncingServer:
-        application = create_app(settings, run_scheduler=not no_scheduler, own_process=True)
-        return build_server(application, settings, host, port)
-
     if workers == 1:
-        build().run()
+        from voicemon.api import create_app
+        from voicemon.api.server import build_server
+
+        application = create_app(settings, run_scheduler=not no_scheduler, own_process=True)
+        build_server(application, settings, host, port).run()
         return
+    if settings.database_url.startswith("sqlite"):
+        raise _usage(ctx, "several server processes need PostgreSQL: SQLite has one writer", "--workers")
+    # Before prometheus_client is imported: each worker writes its counters to files in this folder,
+    # which a scrape of any of them sums (decision 0034). A folder given is emptied of an earlier run's.
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    metrics_dir = None
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
+    else:
+        metrics_dir = tempfile.mkdtemp(prefix="voicemon-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        raise typer.Exit(_serve_workers(settings, host, port, workers, scheduler=not no_scheduler))
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_workers(settings: Settings, host: str, port: int, workers: int, *, scheduler: bool) -> int:
+    """Migrate once, bind the port, then run ``workers`` server processes on it; their exit status."""
+    from voicemon.api import create_app
+    from voicemon.api.server import build_server, listening_socket, serve_forked
+    from voicemon.service import Services
+
     svc = Services(settings)
     try:
-        if svc.db.is_sqlite:
-            raise _usage(ctx, "several server processes need PostgreSQL: SQLite has one writer", "--workers")
-        svc.migrate()  # once, before the processes start (each finds the schema up to date)
+        svc.migrate()  # once, before the processes start (each then finds the schema up to date)
     except VoicemonError as exc:
         raise _fail(exc) from exc
     finally:
@@ -472,7 +495,12 @@ def serve(
         sock = listening_socket(host, port)
     except OSError as exc:
         raise _fail(VoicemonError(f"cannot listen on {host}:{port}: {exc.strerror}")) from exc
-    raise typer.Exit(serve_forked(build, sock, workers))
+
+    def build() -> AnnouncingServer:
+        application = create_app(settings, run_scheduler=scheduler, own_process=True)
+        return build_server(application, settings, host, port)
+
+    return serve_forked(build, sock, workers)
 
 
 @app.command("demo")

@@ -11,7 +11,7 @@ from typing import Any
 from voicemon.clock import Clock, SystemClock
 from voicemon.domain.access import WRITERS, Principal, require_role
 from voicemon.domain.otlp import Span
-from voicemon.errors import ConflictError
+from voicemon.errors import ConflictError, StorageError
 from voicemon.service.alert_delivery import AlertmanagerKind, Channel, NotificationKind, alert_channels
 from voicemon.service.alertmanager import AlertmanagerClient
 from voicemon.service.alerts import AlertService
@@ -21,6 +21,7 @@ from voicemon.service.ingest import IngestResult, SpanResult, span_batch, valida
 from voicemon.service.keys import KeyService
 from voicemon.service.metrics import MetricsQueries
 from voicemon.service.orgs import OrgService
+from voicemon.service.partitions import EventPartitions
 from voicemon.service.queries import Queries
 from voicemon.service.retries import RetryService
 from voicemon.service.retry_delivery import (
@@ -61,6 +62,7 @@ class Services:
         self.orgs = OrgService(self.db, self.clock)
         self.metrics = MetricsQueries(self.db, self.clock, self.settings)
         self.exports = Exports(self.db, self.clock, settings.stuck_after_ms, self.metrics)
+        self.event_partitions = EventPartitions(self.db, self.clock, settings)
         # What this process did and what the database says, for /metrics (a registry of its own).
         self.telemetry = Telemetry(self.db, self.clock, settings.stuck_after_ms, settings.metrics_org_labels)
         if retry_transport is None and settings.retry_webhook_url:
@@ -147,10 +149,23 @@ class Services:
         """Migrate, start the ingest writer and, when asked, the outbox dispatcher's threads."""
         if migrate_schema:
             self.migrate()
+            self._ensure_partitions()
         self.writer.start()
         self.db.start_maintenance()
         if run_dispatcher:
             self.dispatcher.start()
+
+    def _ensure_partitions(self) -> None:
+        """PostgreSQL: the event partitions of today and the days ahead, at once rather than at the
+        job's next run (after the migration, or when no process ran the scheduler for days). If their
+        locks are not to be had now, the job makes them later; events go to the default partition
+        meanwhile."""
+        try:
+            self.event_partitions.ensure()
+        except StorageError:
+            logger.warning(
+                "event partitions not made at start", exc_info=True, extra={"action": "partitions_deferred"}
+            )
 
     @property
     def retry_transport(self) -> Transport | None:

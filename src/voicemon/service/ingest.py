@@ -79,9 +79,10 @@ def validate_items(
 def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[str]:
     """Store the events not stored before, inside the caller's write transaction.
 
-    Returns the ids that this call stored. The first of several events with one id wins. If another
-    writer stored one of the ids in the meantime, the insert fails on the unique index
-    (:class:`~voicemon.errors.IntegrityConflict` from the transaction); the caller rolls back and calls
+    Returns the ids that this call stored. The first of several events with one id wins. Another writer
+    storing the same events waits for our locks (or we for its), so it sees them stored; and should an
+    id be stored meanwhile by other means, the insert fails on the unique index
+    (:class:`~voicemon.errors.IntegrityConflict` from the transaction), the caller rolls back and calls
     again, and the second call sees the id as stored.
     """
     unique: dict[str, Event] = {}
@@ -98,13 +99,18 @@ def store_events(conn: Connection, batch: Sequence[Event], now_ms: int) -> set[s
     endings = {
         k for e in unique.values() if e.event_type in OUTCOME_TYPES and (k := event_key(e)) is not None
     }
-    stored = event_store.ask_stored_ids(conn, list(unique))
+    # The locks go first, so that the stored ids are read after them. PostgreSQL reads each statement
+    # at its own moment: a writer that stored one of these events before us held its artifact's row
+    # lock (or, for an event of no artifact, the guard) until it committed, so we see its events. The
+    # unique index (event_id, ts_ms) could not catch a re-sent event whose timestamp the server gave.
+    if any(event_key(e) is None for e in unique.values()):
+        event_store.guard_unowned(conn)
     locked = artifact_store.ask_locked(conn, keys, now_ms)
+    stored = event_store.ask_stored_ids(conn, list(unique))
     retries_in_flight = retry_store.ask_in_flight(conn, sorted(endings))
 
-    known = stored()
+    before, known, flying = locked(), stored(), retries_in_flight()
     fresh = [e for e in unique.values() if e.event_id not in known]
-    before, flying = locked(), retries_in_flight()
     changed = sorted({k for e in fresh if (k := event_key(e)) is not None})
     # Rare: every event of an artifact was a duplicate and its summary had expired. Nothing to save.
     artifact_store.drop_placeholders(conn, sorted(set(keys) - set(changed) - set(before)))

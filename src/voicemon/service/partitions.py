@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 from sqlalchemy import Connection
 
@@ -23,6 +24,7 @@ from voicemon.storage import Database
 from voicemon.storage import partitions as store
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A change whose locks are not to be had is tried this many times, pausing 2, 4, 6 ... seconds between.
 LOCK_ATTEMPTS = 5
@@ -51,14 +53,17 @@ class EventPartitions:
         days = plan.days_needed(self._clock.now_ms(), s.event_retention_ms, s.event_partitions_ahead_d)
         with self._db.read() as conn:
             todo = plan.missing(days, store.list_partitions(conn))
-        moved = 0
+        moved, created = 0, []
         for day in todo:
-            moved += self._change(partial(store.create_partition, day_ms=day, end_ms=day + DAY_MS))
+            took = self._change(partial(store.create_partition, day_ms=day, end_ms=day + DAY_MS))
+            if took is not None:  # None: another process made it meanwhile
+                created.append(day)
+                moved += took
         with self._db.read() as conn:
             existing = store.list_partitions(conn)
         summary: dict[str, object] = {
             "partitioned": True,
-            "partitions_created": [format_time(d) for d in todo],
+            "partitions_created": [format_time(d) for d in created],
             "rows_moved": moved,
             "partitions": len(existing),
             "newest_partition": format_time(existing[-1].start_ms) if existing else None,
@@ -78,7 +83,7 @@ class EventPartitions:
             rows += self._change(partial(store.drop_partition, partition=partition))
         return len(doomed), rows
 
-    def _change(self, change: Callable[[Connection], int]) -> int:
+    def _change(self, change: Callable[[Connection], T]) -> T:
         """One partition change in a transaction of its own, tried again after a pause when its locks
         were not to be had within the lock timeout (a long read in the way); the last failure is
         raised, and the job's next run catches up."""

@@ -20,6 +20,7 @@ the exact percentiles are in the snapshots.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -27,6 +28,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from voicemon.clock import Clock
@@ -40,6 +42,8 @@ from voicemon.storage import Database
 from voicemon.storage.state import State, read_state
 
 STATE_CACHE_S = 10.0
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's own switch to its multiprocess mode; read when it is first imported."""
 # With organization labels on, the per-organization families name at most this many: the busiest.
 MAX_LABELLED_ORGANIZATIONS = 100
 STAGE_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -113,6 +117,14 @@ class Telemetry:
             db, clock, stuck_after_ms, MAX_LABELLED_ORGANIZATIONS if org_labels else 0
         )
         r.register(self._state)
+        # ``serve --workers`` (decision 0034): every worker process writes its process families to files in
+        # prometheus_client's multiprocess folder, and a scrape, whichever process answers it, sums them
+        # over all of them (a restarted worker's predecessor included, so counters never go back).
+        self._exposed = r
+        if os.environ.get(MULTIPROCESS_ENV):
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed)  # type: ignore[no-untyped-call]
+            self._exposed.register(self._state)
 
     # --- what the process did ---------------------------------------------------------------------------
 
@@ -152,7 +164,7 @@ class Telemetry:
                 raise ForbiddenError(
                     "/metrics is platform-wide: use a key of no organization", code="forbidden_organization"
                 )
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
 
 
 class StateCollector(Collector):

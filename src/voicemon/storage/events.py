@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Row, and_, func, or_, select
 from voicemon.domain.events import Event, dumps_metadata
 from voicemon.domain.model import ArtifactKey, EventType, Stage, Status, owner_organization
 from voicemon.domain.records import EventFilter, StoredEvent
-from voicemon.storage.dialect import Answer, ask_keys, bulk_insert
+from voicemon.storage.dialect import Answer, ask_keys, bulk_insert, locks_rows, send_many
 from voicemon.storage.tables import events
 
 PPB = 1_000_000_000
@@ -27,8 +27,23 @@ def to_ppb(score: float | None) -> int | None:
     return round(score * PPB) if score is not None else None
 
 
+# pg_advisory_xact_lock key: "storing events that belong to no artifact".
+_UNOWNED_EVENTS_LOCK = 0x766D_6576_756E  # "vmevun"
+
+
+def guard_unowned(conn: Connection) -> None:
+    """PostgreSQL: hold, until this transaction ends, the lock every writer of events that belong to no
+    artifact takes before it asks which ids are stored (a writer's other events are guarded by their
+    artifacts' row locks, which it takes first). Queued in a pipelined write. On SQLite the write
+    transaction is exclusive already."""
+    if locks_rows(conn):
+        send_many(conn, "SELECT pg_advisory_xact_lock(?)", [(_UNOWNED_EVENTS_LOCK,)])
+
+
 def ask_stored_ids(conn: Connection, ids: Sequence[str]) -> Answer[set[str]]:
-    """Which of ``ids`` are stored already (sent now, answered when called)."""
+    """Which of ``ids`` are stored already (sent now, answered when called). Asked after the writer's
+    locks (see :func:`voicemon.service.ingest.store_events`), on PostgreSQL it sees every event stored by
+    a writer that held one of them."""
     rows = ask_keys(conn, "SELECT event_id FROM events WHERE event_id {keys}", ids)
     return lambda: {row[0] for row in rows()}
 

@@ -7,9 +7,11 @@ the table locks: while it waits, new readers and writers of ``events`` queue beh
 (an export) must not hold ingest up for longer than that. The caller tries again a little later.
 
 Lock use: creating a partition builds it as a plain table, moves into it the rows the default partition
-holds for its day, and attaches it, which takes ``SHARE UPDATE EXCLUSIVE`` on ``events`` (ingest goes on)
-and an exclusive lock on the default partition for a moment. Dropping one takes an exclusive lock on
-``events`` while the table goes: writers wait for that moment, readers too.
+holds for its day, and attaches it, which takes ``SHARE UPDATE EXCLUSIVE`` on ``events`` and an exclusive
+lock on the default partition. Ingest reads the default partition (its duplicate check cannot skip it),
+so it waits for that moment; the move is of the few rows that arrived before their day's partition
+(usually none). Dropping one counts its rows under a lock on that partition alone, then takes an
+exclusive lock on ``events`` while the table goes: writers and readers wait for that moment.
 """
 
 from __future__ import annotations
@@ -55,12 +57,12 @@ def list_partitions(conn: Connection) -> list[Partition]:
     return sorted(found)
 
 
-def create_partition(conn: Connection, day_ms: int, end_ms: int) -> int:
+def create_partition(conn: Connection, day_ms: int, end_ms: int) -> int | None:
     """Create the partition of ``[day_ms, end_ms)``, moving into it the rows the default partition holds
-    for that range; returns how many moved. A day that has its partition already is left alone (0)."""
+    for that range; returns how many moved, or None when the day has its partition already."""
     _maintenance(conn)
     if any(p.start_ms <= day_ms < p.end_ms for p in list_partitions(conn)):
-        return 0
+        return None
     name = name_of(day_ms)
     conn.execute(text(f"LOCK TABLE {DEFAULT_PARTITION} IN ACCESS EXCLUSIVE MODE"))
     conn.execute(text(f"CREATE TABLE {name} (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
@@ -76,12 +78,13 @@ def create_partition(conn: Connection, day_ms: int, end_ms: int) -> int:
 
 
 def drop_partition(conn: Connection, partition: Partition) -> int:
-    """Drop one day partition; returns how many events it held (counted under the lock, so exactly the
-    rows that went)."""
+    """Drop one day partition; returns how many events it held. They are counted while the partition
+    alone is locked against writes (readers go on); ``events`` itself is locked only for the DROP."""
     _maintenance(conn)
-    conn.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
     if partition not in list_partitions(conn):
         return 0
+    conn.execute(text(f"LOCK TABLE {partition.name} IN SHARE MODE"))
     held = conn.execute(text(f"SELECT count(*) FROM {partition.name}")).scalar_one()
+    conn.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
     conn.execute(text(f"DROP TABLE {partition.name}"))
     return int(held)

@@ -67,7 +67,8 @@ events = Table(
     Column("entity_count", BigInteger),
     Column("draft_count", BigInteger),
     # The duplicate guard. It holds the partition key because PostgreSQL partitions events by day of
-    # ts_ms (migration 0009; the primary key there is (seq, ts_ms)); a re-sent event has its timestamp.
+    # ts_ms (migration 0009; the primary key there is (seq, ts_ms)). It cannot tell apart two copies the
+    # server stamped itself; the check before the insert can (decision 0033).
     UniqueConstraint("event_id", "ts_ms"),
     Index(None, "ts_ms", "seq"),
     Index(None, "artifact_id", "ts_ms"),

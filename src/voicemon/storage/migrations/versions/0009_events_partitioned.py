@@ -1,10 +1,10 @@
 """events: unique on (event_id, ts_ms); on PostgreSQL, range-partitioned by day on ts_ms
 
 PostgreSQL cannot keep a unique index across partitions unless it holds the partition key, so the
-duplicate guard becomes (event_id, ts_ms): a re-sent event carries its timestamp, so two writers storing
-the same event at once still collide. Ingest still asks for stored ids by event_id alone, across every
-partition, so an id sent again later is a duplicate whatever its timestamp (decision 0033). SQLite, one
-writer at a time, gets the same constraint so that both databases declare one schema.
+duplicate guard becomes (event_id, ts_ms). Ingest asks for stored ids by event_id alone, across every
+partition, after taking the locks that make that check exact (decision 0033), so an id sent again is
+a duplicate whatever its timestamp. SQLite, one writer at a time, gets the same constraint so that both
+databases declare one schema.
 
 On PostgreSQL every row is copied into the partitioned table: one partition for each day the old table
 holds, and the default partition for days that have none yet (the ``partition-events`` job creates
