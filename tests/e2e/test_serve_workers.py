@@ -91,6 +91,24 @@ def test_workers_share_the_port_and_a_dead_one_is_started_again(cli: Cli, tmp_pa
         server.kill()
 
 
+@pytest.mark.skipif(BACKEND != "postgresql", reason="several server processes need PostgreSQL")
+def test_workers_stop_when_their_parent_is_killed(cli: Cli, tmp_path: Path) -> None:
+    server = ServerProcess(cli.env, tmp_path / "serve.log", extra=["--workers", "2"])
+    server.start()
+    assert server.proc is not None
+    workers = _children(server.proc.pid)
+    assert len(workers) == 2
+    server.kill()  # SIGKILL: the parent can tell no one
+
+    def gone(pid: int) -> bool:
+        try:
+            return "zombie" in Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return True
+
+    wait_for(lambda: all(gone(pid) for pid in workers), 20, "the workers to stop with their parent")
+
+
 @pytest.mark.skipif(BACKEND == "postgresql", reason="the refusal is SQLite's")
 def test_workers_on_sqlite_is_a_usage_error(cli: Cli) -> None:
     result = cli.run("serve", "--workers", "2")

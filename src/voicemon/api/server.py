@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -159,6 +160,19 @@ def build_server(app: Any, settings: Settings, host: str, port: int) -> Announci
     return AnnouncingServer(config)
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Ask the kernel (Linux) for SIGTERM when the parent process dies: a parent killed with SIGKILL
+    can tell no one, and its workers would go on serving on their own. If the parent died already,
+    SIGTERM now."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 STARTUP_FAILED = 3
 """Exit status of a server process whose app did not start (uvicorn's own)."""
 
@@ -192,9 +206,10 @@ def serve_forked(build: Callable[[], AnnouncingServer], sock: socket.socket, wor
         # Blocked around the fork: a stop that arrives meanwhile is handled once the child is known.
         signal.pthread_sigmask(signal.SIG_BLOCK, signals)
         try:
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:
-                _child(build, sock, index, signals)
+                _child(build, sock, index, signals, parent)
             children[pid] = index
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
@@ -236,13 +251,19 @@ def serve_forked(build: Callable[[], AnnouncingServer], sock: socket.socket, wor
 
 
 def _child(
-    build: Callable[[], AnnouncingServer], sock: socket.socket, index: int, signals: set[signal.Signals]
+    build: Callable[[], AnnouncingServer],
+    sock: socket.socket,
+    index: int,
+    signals: set[signal.Signals],
+    parent: int,
 ) -> None:
-    """A forked server process: serve until stopped, then leave without running the parent's cleanup."""
+    """A forked server process: serve until stopped, then leave without running the parent's cleanup.
+    It is stopped too when the parent dies, however it dies."""
     code = STARTUP_FAILED
     try:
         for signum in signals:
             signal.signal(signum, signal.SIG_DFL)
+        _stop_with_parent(parent)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
         server = build()
         server.announce = index == 0
