@@ -50,6 +50,9 @@ INT_METADATA_KEYS = (
 )
 NON_NEGATIVE_METADATA_KEYS = ("transcript_duration_s", "ai_cost_usd")
 STRING_METADATA_KEYS = ("ai_model", "source_channel", "prompt_version")
+KNOWN_METADATA_KEYS = frozenset(
+    {*INT_METADATA_KEYS, *NON_NEGATIVE_METADATA_KEYS, *STRING_METADATA_KEYS, "confidence_score"}
+)
 
 _E = TypeVar("_E", Stage, Status, EventType)
 
@@ -189,10 +192,9 @@ class _Checker:
         if value is None:
             return None
         if isinstance(value, str):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
+            member = kind._value2member_map_.get(value)  # what kind(value) looks up, without the call
+            if member is not None:
+                return member  # type: ignore[return-value]
         allowed = ", ".join(m.value for m in kind)
         self.fail(field, "invalid_enum", f"must be one of: {allowed}")
         return None
@@ -323,11 +325,10 @@ def _check_metadata(
     if not isinstance(value, dict):
         c.fail("metadata", "invalid_type", "must be a JSON object")
         return None, None, None, counts
-    known = {*INT_METADATA_KEYS, *NON_NEGATIVE_METADATA_KEYS, *STRING_METADATA_KEYS, "confidence_score"}
     kept = _Checker()
     for key, item in value.items():
-        _check_key(kept, "metadata", key)
-        if key not in known:
+        if key not in KNOWN_METADATA_KEYS:  # a known key is plain ASCII: nothing to check in it
+            _check_key(kept, "metadata", key)
             _check_kept(kept, f"metadata.{key}", item)
     before = len(c.errors)
     size: int | None = None

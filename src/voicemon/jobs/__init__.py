@@ -12,6 +12,7 @@ from voicemon.jobs.runner import JobDefinition, JobOverview, JobRunner
 from voicemon.jobs.scheduler import Scheduler
 from voicemon.service import Services
 from voicemon.service.aggregate import Aggregator
+from voicemon.service.partitions import EventPartitions
 from voicemon.service.retention import Retention
 
 __all__ = ["JobDefinition", "JobOverview", "JobRunner", "Scheduler", "build_runner"]
@@ -23,6 +24,7 @@ def build_runner(services: Services) -> JobRunner:
     s = services.settings
     agg = Aggregator(services.db, services.clock, s)
     retention = Retention(services.db, services.clock, s)
+    partitions = EventPartitions(services.db, services.clock, s)
 
     def hourly(target_ms: int | None) -> dict[str, object]:
         if target_ms is None:
@@ -63,9 +65,7 @@ def build_runner(services: Services) -> JobRunner:
             "evaluate-alerts", s.schedule_evaluate_alerts, lambda _: services.alerts.evaluate(SYSTEM)
         ),
         JobDefinition("aggregate-minutes", s.schedule_aggregate_minutes, minutes),
-        JobDefinition(
-            "partition-events", s.schedule_partition_events, lambda _: services.event_partitions.ensure()
-        ),
+        JobDefinition("partition-events", s.schedule_partition_events, lambda _: partitions.ensure()),
     ]
     return JobRunner(
         services.db,

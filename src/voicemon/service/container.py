@@ -62,7 +62,7 @@ class Services:
         self.orgs = OrgService(self.db, self.clock)
         self.metrics = MetricsQueries(self.db, self.clock, self.settings)
         self.exports = Exports(self.db, self.clock, settings.stuck_after_ms, self.metrics)
-        self.event_partitions = EventPartitions(self.db, self.clock, settings)
+        self._partitions = EventPartitions(self.db, self.clock, settings)
         # What this process did and what the database says, for /metrics (a registry of its own).
         self.telemetry = Telemetry(self.db, self.clock, settings.stuck_after_ms, settings.metrics_org_labels)
         if retry_transport is None and settings.retry_webhook_url:
@@ -161,7 +161,7 @@ class Services:
         locks are not to be had now, the job makes them later; events go to the default partition
         meanwhile."""
         try:
-            self.event_partitions.ensure()
+            self._partitions.ensure()
         except StorageError:
             logger.warning(
                 "event partitions not made at start", exc_info=True, extra={"action": "partitions_deferred"}
