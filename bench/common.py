@@ -7,14 +7,13 @@ from typing import Any
 
 from bench.workload import batches
 from voicemon.clock import SystemClock
-from voicemon.domain.access import Principal, Role
+from voicemon.domain.access import SYSTEM, Principal, Role
 from voicemon.domain.artifacts import fold
 from voicemon.domain.counters import bucket_deltas
 from voicemon.domain.periods import touched_periods
 from voicemon.domain.timeutil import HOUR_MS
 from voicemon.service import Services
 from voicemon.service.ingest import validate_items
-from voicemon.service.partitions import EventPartitions
 from voicemon.settings import Settings
 from voicemon.storage import artifacts as artifact_store
 from voicemon.storage.counters import add_to_buckets
@@ -102,10 +101,17 @@ QUICK = Sizes(
 def services_for(url: str, clock: Any = None, **overrides: Any) -> Services:
     settings = Settings(database_url=url, key_cache_s=5, event_retention_h=240, **overrides)
     svc = Services(settings, clock or SystemClock())
-    svc.start()
-    # As the partition-events job would (PostgreSQL): the day partitions of the retention window.
-    EventPartitions(svc.db, svc.clock, settings).ensure()
+    svc.start()  # on PostgreSQL this also makes the day partitions of the retention window
     return svc
+
+
+def ingest_key(url: str) -> str:
+    """An ingest key on the database at ``url`` (migrated, partitions made, by a short-lived service)."""
+    svc = services_for(url)
+    try:
+        return svc.keys.create(SYSTEM, "ingest", None, "bench").secret
+    finally:
+        svc.stop()
 
 
 def fill_raw(svc: Services, items: list[dict[str, Any]], now_ms: int) -> None:

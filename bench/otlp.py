@@ -17,11 +17,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from bench.common import Row, Sizes, services_for
+from bench.common import Row, Sizes, ingest_key, services_for
 from bench.dbs import fresh_database
 from bench.server import pin_load, running_server, unpin
 from voicemon.clock import SystemClock
-from voicemon.domain.access import SYSTEM
 from voicemon.domain.timeutil import HOUR_MS
 from voicemon.storage.events import count_events
 
@@ -147,9 +146,7 @@ def _rate(
 ) -> tuple[float, int]:
     """Stage executions per second through ``path``, and how many events were stored."""
     with fresh_database(backend) as url:
-        svc = services_for(url)
-        key = svc.keys.create(SYSTEM, "ingest", None, "bench").secret
-        svc.stop()
+        key = ingest_key(url)
         with running_server(url) as base:
             pin_load()
             try:

@@ -23,6 +23,14 @@ def _children(pid: int) -> set[int]:
     return {int(p) for p in text.split()}
 
 
+def _gone(pid: int) -> bool:
+    """The process has ended (reaped, or a zombie waiting to be)."""
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
 def _accepted(url: str, headers: dict[str, str]) -> float:
     """``voicemon_events_total`` of accepted receipts, from a scrape on a new connection."""
     reply = httpx.get(f"{url}/metrics", headers=headers, timeout=10)
@@ -84,8 +92,7 @@ def test_workers_share_the_port_and_a_dead_one_is_started_again(cli: Cli, tmp_pa
         now = _children(parent)
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(20) == 0
-        for pid in now:
-            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert all(_gone(pid) for pid in now)
         assert "starting it again" in server.log.read_text()
     finally:
         server.kill()
@@ -99,14 +106,7 @@ def test_workers_stop_when_their_parent_is_killed(cli: Cli, tmp_path: Path) -> N
     workers = _children(server.proc.pid)
     assert len(workers) == 2
     server.kill()  # SIGKILL: the parent can tell no one
-
-    def gone(pid: int) -> bool:
-        try:
-            return "zombie" in Path(f"/proc/{pid}/status").read_text()
-        except FileNotFoundError:
-            return True
-
-    wait_for(lambda: all(gone(pid) for pid in workers), 20, "the workers to stop with their parent")
+    wait_for(lambda: all(_gone(pid) for pid in workers), 20, "the workers to stop with their parent")
 
 
 @pytest.mark.skipif(BACKEND == "postgresql", reason="the refusal is SQLite's")

@@ -20,7 +20,7 @@ import re
 
 from sqlalchemy import Connection, text
 
-from voicemon.domain.partitions import DEFAULT_PARTITION, Partition, is_partition_name, name_of
+from voicemon.domain.partitions import DEFAULT_PARTITION, Partition, is_partition_name, missing, name_of
 
 # A constant key for pg_advisory_xact_lock: "partition maintenance of events".
 _MAINTENANCE_LOCK = 0x766D_6576_7470  # "vmevtp"
@@ -61,7 +61,7 @@ def create_partition(conn: Connection, day_ms: int, end_ms: int) -> int | None:
     """Create the partition of ``[day_ms, end_ms)``, moving into it the rows the default partition holds
     for that range; returns how many moved, or None when the day has its partition already."""
     _maintenance(conn)
-    if any(p.start_ms <= day_ms < p.end_ms for p in list_partitions(conn)):
+    if not missing([day_ms], list_partitions(conn)):
         return None
     name = name_of(day_ms)
     conn.execute(text(f"LOCK TABLE {DEFAULT_PARTITION} IN ACCESS EXCLUSIVE MODE"))
